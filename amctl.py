@@ -1,0 +1,2 @@
+"""placeholder"""
+def main(): pass

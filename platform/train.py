@@ -1,0 +1,268 @@
+"""The training loop.  One function, read top to bottom, run three ways:
+
+* in a Tune trial for one worker (`TuneSession`),
+* by every Ray Train worker for DDP (`TrainSession`; gloo on CPU, NCCL on GPU),
+* directly, for tests and benchmarks (`LocalSession`).
+
+Data is a pure function of (seed, split, rank, step), and checkpoints hold
+model, optimizer, schedule, step and RNG state, so a resumed run continues
+the exact curve it was on.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from amlab.platform import dumps
+from amlab.platform.spec import RunSpec, TrainSpec
+from amlab.platform.tracking import RunLogger
+from amlab.workloads.model import build_model, compute_loss, count_params
+from amlab.workloads.registry import TASKS
+from amlab.workloads.tasks.base import Task, generator
+from torch import nn
+
+CHECKPOINT = "state.pt"
+
+
+# -- where reports and checkpoints go -------------------------------------------------------------
+
+class LocalSession:
+    """No Ray: checkpoints in a folder, reports kept in a list (tests, benchmarks)."""
+
+    rank, world_size = 0, 1
+
+    def __init__(self, checkpoint_dir: str | Path | None = None):
+        self.dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.reports: list[dict[str, Any]] = []
+
+    def device(self, wanted: str) -> torch.device:
+        return pick_device(wanted)
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def restore(self) -> Path | None:
+        return self.dir if self.dir and (self.dir / CHECKPOINT).exists() else None
+
+    def report(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
+        self.reports.append(dict(metrics))
+        if checkpoint is not None and self.dir is not None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (checkpoint / CHECKPOINT).replace(self.dir / CHECKPOINT)
+
+
+class TuneSession(LocalSession):
+    """A single-worker trial: report through Ray Tune, checkpoints into Tune's storage."""
+
+    def restore(self) -> Path | None:
+        import ray.tune
+
+        ckpt = ray.tune.get_checkpoint()
+        return Path(ckpt.to_directory()) if ckpt else None
+
+    def report(self, metrics, checkpoint):
+        import ray.tune
+
+        ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(checkpoint) if checkpoint else None)
+
+
+class TrainSession:
+    """A Ray Train worker: DDP, per-rank shards, rank 0 checkpoints."""
+
+    def __init__(self):
+        import ray.train
+
+        ctx = ray.train.get_context()
+        self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
+
+    def device(self, wanted: str) -> torch.device:
+        import ray.train.torch
+
+        return ray.train.torch.get_device() if wanted != "cpu" else torch.device("cpu")
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model) if self.world_size > 1 else model
+
+    def restore(self) -> Path | None:
+        import ray.train
+
+        ckpt = ray.train.get_checkpoint()
+        return Path(ckpt.to_directory()) if ckpt else None
+
+    def report(self, metrics, checkpoint):
+        import ray.train
+
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(checkpoint) if checkpoint else None)
+
+
+def pick_device(wanted: str) -> torch.device:
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is visible to this worker")
+    return torch.device("cuda" if wanted != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+# -- pieces of the loop ---------------------------------------------------------------------------
+
+def make_optimizer(model: nn.Module, t: TrainSpec) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
+    extra = {"momentum": 0.9} if t.optimizer in ("sgd", "rmsprop") else {}
+    opt = kinds[t.optimizer](model.parameters(), lr=t.lr, weight_decay=t.weight_decay, **extra)
+
+    def factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps else 1.0
+        if t.schedule == "cosine":
+            return warm * 0.5 * (1 + math.cos(math.pi * min(step, t.steps) / t.steps))
+        return warm
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, task: Task, spec: RunSpec, split: str, device: torch.device) -> dict[str, float]:
+    """`split/metric` averaged over the split's groups, plus `split/metric/group` per group (e.g. per length).
+
+    Eval data is seeded by (split, group, index) alone: every seed and every
+    mechanism is scored on the same examples, so comparisons are paired.
+    """
+    model.eval()
+    groups = task.eval_groups(split)
+    per_group: dict[str, dict[str, float]] = {}
+    for label, kwargs in groups.items():
+        sums: dict[str, float] = {}
+        for i in range(spec.train.eval_batches):
+            batch = task.sample(generator("eval", split, label, i), spec.train.batch_size, split, **kwargs).to(device)
+            with autocast(device):
+                logits, _ = model(batch.inputs)
+            for k, v in task.score(logits.float(), batch).items():
+                sums[k] = sums.get(k, 0.0) + v / spec.train.eval_batches
+        per_group[label] = sums
+    model.train()
+    out = {}
+    for metric in next(iter(per_group.values())):
+        out[f"{split}/{metric}"] = sum(g[metric] for g in per_group.values()) / len(per_group)
+        if len(per_group) > 1:
+            out.update({f"{split}/{metric}/{label}": g[metric] for label, g in per_group.items()})
+    return out
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; full precision on CPU (bf16 matmuls there are slower, not faster)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def save_checkpoint(folder: Path, model: nn.Module, opt, sched, step: int) -> Path:
+    torch.save(
+        {"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
+         "step": step, "rng": torch.get_rng_state()},
+        folder / CHECKPOINT,
+    )
+    return folder
+
+
+def dump_introspection(model: nn.Module, task: Task, spec: RunSpec, device: torch.device, out: Path) -> list[Path]:
+    """Run one small validation batch with recording on and render what the core attended to."""
+    core = model.core
+    core.record, core.trace = True, {}
+    model.eval()
+    with torch.no_grad():
+        batch = task.sample(generator("dump", spec.train.seed), 4, "val").to(device)
+        model(batch.inputs)
+    traces = core.introspect()
+    core.record, core.trace = False, {}
+    model.train()
+    if not traces:
+        return []
+    return dumps.write(traces, out, f"{spec.mechanism.name} on {spec.task.name}")
+
+
+# -- the loop -------------------------------------------------------------------------------------
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Train one spec.  config: {"spec": normalised RunSpec dict, "session": local|tune|train,
+    "tracking": {"uri", "run_id"} | None, "threads": int | None}."""
+    spec = RunSpec.model_validate(config["spec"])
+    t = spec.train
+    session = config.get("session_obj") or {"tune": TuneSession, "train": TrainSession}[config["session"]]()
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))
+    rank, world = session.rank, session.world_size
+    device = session.device(t.device)
+    log = RunLogger(**config["tracking"]) if config.get("tracking") and rank == 0 else None
+
+    # model, optimizer, data: identical init on every rank; each rank draws its own shard
+    torch.manual_seed(t.seed)
+    task: Task = TASKS.get(spec.task.name).build(spec.task_params())
+    model = build_model(spec.mechanism.name, spec.mechanism_params(), task, spec.task.name).to(device)
+    opt, sched = make_optimizer(model, t)
+    loss_kind = TASKS.get(spec.task.name).loss
+    start = 0
+    restored = session.restore()
+    if restored is not None:
+        state = torch.load(restored / CHECKPOINT, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["rng"])
+        start = state["step"]
+    if log and start == 0:
+        log.tag(params_count=str(count_params(model)), state_size=str(model.core.state_size()))
+    ddp = session.prepare(model)
+    per_rank = t.batch_size // world
+
+    evals, window_loss, window_n, tick = start // t.eval_every, 0.0, 0, time.perf_counter()
+    latest: dict[str, float] = {}
+    for step in range(start, t.steps):
+        batch = task.sample(generator(t.seed, "train", rank, step), per_rank, "train").to(device)
+        with autocast(device):
+            logits, _ = ddp(batch.inputs)
+            loss, per_example = compute_loss(loss_kind, logits, batch)
+            aux = model.core.auxiliary_loss(per_example.detach())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}: lower train.lr or set train.grad_clip")
+        opt.zero_grad(set_to_none=True)
+        (loss if aux is None else loss + aux).backward()
+        if t.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        opt.step()
+        sched.step()
+        window_loss, window_n = window_loss + loss.item(), window_n + 1
+
+        done = step + 1
+        is_eval = done % t.eval_every == 0 or done == t.steps
+        if done % t.log_every == 0 or is_eval:
+            now = time.perf_counter()
+            metrics = {"train/loss": window_loss / window_n, "train/steps_per_s": window_n / (now - tick),
+                       "train/lr": sched.get_last_lr()[0]}
+            window_loss, window_n, tick = 0.0, 0, now
+            checkpoint = None
+            if is_eval:
+                evals += 1
+                if rank == 0:
+                    latest = {**evaluate(model, task, spec, "val", device), **evaluate(model, task, spec, "test", device)}
+                    checkpoint = save_checkpoint(Path(tempfile.mkdtemp(prefix="amctl-ckpt-")), model, opt, sched, done)
+                tick = time.perf_counter()  # evaluation time is not training throughput
+            metrics.update(latest)
+            if log:
+                log.log(metrics, done, int(time.time() * 1000))
+                if is_eval:
+                    log.flush()
+            session.report({"step": done, "evals": evals, **metrics}, checkpoint)
+            if checkpoint is not None:
+                shutil.rmtree(checkpoint, ignore_errors=True)  # the session has persisted it
+
+    if rank == 0 and log:
+        with tempfile.TemporaryDirectory(prefix="amctl-final-") as tmp:
+            tmp = Path(tmp)
+            save_checkpoint(tmp, model, opt, sched, t.steps)
+            log.artifacts(tmp, "checkpoint")
+            if dump_introspection(model, task, spec, device, tmp / "dumps"):
+                log.artifacts(tmp / "dumps", "dumps")

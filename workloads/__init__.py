@@ -1,0 +1,1 @@
+"""Mechanisms, tasks, and the model that joins them (import root: amlab.workloads)."""

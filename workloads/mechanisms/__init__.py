@@ -1,0 +1,1 @@
+"""Mechanisms: one module per mechanism (or family); each registers itself with `@mechanism`."""

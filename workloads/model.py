@@ -1,0 +1,114 @@
+"""Mechanism cores and the model that wraps them for a task.
+
+The model is always: task-modality encoder -> mechanism core -> task head,
+so a mechanism written once runs on every task of a modality it accepts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from amlab.workloads.registry import MECHANISMS, TASKS, MechanismEntry, Params
+from amlab.workloads.tasks.base import Batch, Task
+from torch import nn
+
+
+class Core(nn.Module):
+    """Base class of mechanism cores.
+
+    Sequence cores: `forward(x, state=None) -> (y, state)` with x, y of shape
+    (B, T, d_model), causal; `state` is whatever the core carries between
+    chunks (None for stateless cores) so that running a sequence in two
+    chunks with the carried state equals running it whole.
+
+    Introspection: while `self.record` is True a core stores what it
+    attended to / read / wrote in `self.trace` (tensors with a leading batch
+    dimension; attention rows sum to 1); `introspect()` returns it.  Cores may
+    take a slower explicit path while recording (e.g. attention without SDPA).
+    """
+
+    d_model: int
+
+    def __init__(self, params: Params):
+        super().__init__()
+        self.params = params
+        self.d_model = int(getattr(params, "d_model", 0))
+        self.record = False
+        self.trace: dict[str, torch.Tensor] = {}
+
+    def introspect(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().float().cpu() for k, v in self.trace.items()}
+
+    def state_size(self) -> int:
+        """Floats carried per sequence between time steps (hidden state, memory, fast weights)."""
+        return 0
+
+    def auxiliary_loss(self, per_example_loss: torch.Tensor) -> torch.Tensor | None:
+        """Extra loss for non-differentiable choices (REINFORCE): given the detached task loss per example."""
+        return None
+
+    def _keep(self, **tensors: torch.Tensor) -> None:
+        if self.record:
+            self.trace.update({k: v.detach() for k, v in tensors.items()})
+
+
+class SequenceModel(nn.Module):
+    """Embedding (tokens) or linear (bits/real) encoder -> sequence core -> linear head."""
+
+    def __init__(self, task: Task, modality: str, core: Core):
+        super().__init__()
+        d = core.d_model
+        self.encoder = nn.Embedding(task.input_size, d) if modality == "tokens" else nn.Linear(task.input_size, d)
+        self.core = core
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, task.output_size)
+
+    def forward(self, inputs: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        y, state = self.core(self.encoder(inputs), state)
+        return self.head(self.norm(y)), state
+
+
+class IncompatibleCell(ValueError):
+    """A mechanism asked for on a task whose modality it cannot serve."""
+
+
+def check_compatible(mechanism: str, task: str) -> None:
+    m, t = MECHANISMS.get(mechanism), TASKS.get(task)
+    if t.modality not in m.modalities:
+        raise IncompatibleCell(
+            f"mechanism {mechanism!r} cannot serve task {task!r}: the task's modality is "
+            f"{t.modality!r}, {mechanism} accepts {', '.join(m.modalities)}"
+        )
+
+
+def build_model(mechanism: str, mech_params: Params, task_obj: Task, task: str) -> nn.Module:
+    """The full model for one cell; `model.core` is the mechanism."""
+    check_compatible(mechanism, task)
+    entry: MechanismEntry = MECHANISMS.get(mechanism)
+    modality = TASKS.get(task).modality
+    core = entry.build(mech_params)
+    if entry.kind == "sequence" and modality in ("bits", "tokens", "real"):
+        return SequenceModel(task_obj, modality, core)
+    raise IncompatibleCell(f"no model for a {entry.kind} mechanism on {modality} inputs")
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def compute_loss(kind: str, logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean loss over scored positions, per-example loss (B,)) for bce, ce or mse."""
+    mask = batch.mask.to(logits.dtype)
+    if kind == "ce":
+        per_pos = F.cross_entropy(logits.float().transpose(1, 2), batch.targets, reduction="none")
+    elif kind == "bce":
+        per_pos = F.binary_cross_entropy_with_logits(logits.float(), batch.targets.float(), reduction="none").mean(-1)
+    elif kind == "mse":
+        per_pos = F.mse_loss(logits.float(), batch.targets.float(), reduction="none").mean(-1)
+    else:
+        raise ValueError(f"unknown loss {kind!r}; valid: bce, ce, mse")
+    per_pos = per_pos * mask
+    per_example = per_pos.sum(1) / mask.sum(1).clamp_min(1)
+    return per_pos.sum() / mask.sum().clamp_min(1), per_example

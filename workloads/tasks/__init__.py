@@ -1,0 +1,1 @@
+"""Tasks: one module per task (or family); each registers itself with `@task`."""
