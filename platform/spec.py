@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
 from amlab.workloads.model import IncompatibleCell, check_compatible
 from amlab.workloads.registry import MECHANISMS, TASKS, Params, UnknownName
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class SpecError(ValueError):

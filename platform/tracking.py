@@ -7,9 +7,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from amlab.platform.settings import Settings
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+
+from amlab.platform.settings import Settings
 
 EXPERIMENT = "amctl"
 

@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
 from amlab.platform import dumps
 from amlab.platform.spec import RunSpec, TrainSpec
 from amlab.platform.tracking import RunLogger
 from amlab.workloads.model import build_model, compute_loss, count_params
 from amlab.workloads.registry import TASKS
 from amlab.workloads.tasks.base import Task, generator
-from torch import nn
 
 CHECKPOINT = "state.pt"
 

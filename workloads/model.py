@@ -10,9 +10,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from amlab.workloads.registry import MECHANISMS, TASKS, MechanismEntry, Params
 from amlab.workloads.tasks.base import Batch, Task
-from torch import nn
 
 
 class Core(nn.Module):

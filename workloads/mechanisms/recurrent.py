@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
+
 from amlab.workloads.model import Core
 from amlab.workloads.registry import Params, knob, mechanism
-from torch import nn
 
 
 class LSTMParams(Params):

@@ -6,10 +6,11 @@ import math
 
 import torch
 import torch.nn.functional as F
-from amlab.workloads.model import Core
-from amlab.workloads.registry import Params, knob, mechanism
 from pydantic import model_validator
 from torch import nn
+
+from amlab.workloads.model import Core
+from amlab.workloads.registry import Params, knob, mechanism
 
 
 class TransformerParams(Params):

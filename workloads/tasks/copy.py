@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
+from pydantic import model_validator
+
 from amlab.workloads.registry import Params, knob, task
 from amlab.workloads.tasks.base import Batch, Task, masked_mean_per_example
-from pydantic import model_validator
 
 
 class CopyParams(Params):

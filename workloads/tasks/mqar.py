@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
+from pydantic import model_validator
+
 from amlab.workloads.registry import Params, knob, task
 from amlab.workloads.tasks.base import Batch, Task
-from pydantic import model_validator
 
 
 class MQARParams(Params):
