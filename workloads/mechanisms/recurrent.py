@@ -1,4 +1,4 @@
-"""Gated recurrent baselines: LSTM and GRU (cuDNN/oneDNN kernels; an explicit loop when recording gates)."""
+"""Recurrent baselines: Elman RNN, LSTM and GRU (cuDNN/oneDNN kernels; an explicit loop when recording gates)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,31 @@ class LSTMParams(Params):
 class GRUParams(Params):
     d_model: int = knob(64, 8, 2048, log=True, search=False, doc="hidden size")
     layers: int = knob(1, 1, 8, doc="stacked layers")
+
+
+class RNNParams(Params):
+    d_model: int = knob(64, 8, 2048, log=True, search=False, doc="hidden size")
+    layers: int = knob(1, 1, 8, doc="stacked layers")
+
+
+@mechanism(
+    "rnn", family="recurrent", params=RNNParams,
+    paper="Elman 1990, Finding Structure in Time",
+)
+class ElmanRNN(Core):
+    """Elman RNN, h_t = tanh(W x_t + U h_{t-1} + b): the ungated baseline every memory is compared with."""
+
+    def __init__(self, params: RNNParams):
+        super().__init__(params)
+        self.rnn = nn.RNN(params.d_model, params.d_model, params.layers, nonlinearity="tanh", batch_first=True)
+
+    def state_size(self) -> int:
+        return self.params.layers * self.d_model
+
+    def forward(self, x, state=None):
+        y, state = self.rnn(x, state)
+        self._keep(hidden=y)  # the top layer's hidden states are its whole memory
+        return y, state
 
 
 @mechanism(
