@@ -71,6 +71,93 @@ class SequenceModel(nn.Module):
         return self.head(self.norm(y)), state
 
 
+class FrameEncoder(nn.Module):
+    """Conv stem -> optional spatial core -> conv -> global average pool: one image to a d-vector.
+
+    The stem halves the resolution until the feature map is at most 16 on a side
+    (so a non-local block's HW x HW attention stays small); the conv after the
+    spatial core lets what the core selected or re-weighted be recognised
+    before pooling throws the layout away.
+    """
+
+    def __init__(self, channels: int, image_size: tuple[int, int], d: int, spatial: Core | None = None):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(channels, d, 3, padding=1), nn.ReLU()]
+        side = min(image_size)
+        while side > 16:
+            layers += [nn.Conv2d(d, d, 3, stride=2, padding=1), nn.ReLU()]
+            side = (side + 1) // 2
+        self.stem = nn.Sequential(*layers)
+        self.spatial = spatial
+        self.post = nn.Sequential(nn.Conv2d(d, d, 3, padding=1), nn.ReLU())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        f = self.stem(images)
+        if self.spatial is not None:
+            f = self.spatial(f)
+        return self.post(f).mean((-2, -1))
+
+
+class ImageModel(nn.Module):
+    """Image classification: frame encoder with the spatial core -> head; logits (B, 1, classes)."""
+
+    def __init__(self, task: Task, core: Core):
+        super().__init__()
+        self.encoder = FrameEncoder(task.input_size, tuple(task.image_size), core.d_model, core)
+        self.norm = nn.LayerNorm(core.d_model)
+        self.head = nn.Linear(core.d_model, task.output_size)
+
+    @property
+    def core(self) -> Core:
+        return self.encoder.spatial
+
+    def forward(self, inputs: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        return self.head(self.norm(self.encoder(inputs)))[:, None], None
+
+
+class VideoModel(nn.Module):
+    """Clip classification: per-frame encoder -> sequence over frames -> last step -> head; logits (B, 1, classes).
+
+    With a sequence mechanism the core runs over the frame embeddings (the
+    encoder is a plain conv stem).  With a spatial mechanism the core sits
+    inside the frame encoder and a fixed one-layer GRU reads the frames, so
+    every spatial mechanism meets the same temporal reader.
+    """
+
+    def __init__(self, task: Task, core: Core, kind: str):
+        super().__init__()
+        d = core.d_model
+        spatial = kind == "spatial"
+        self.encoder = FrameEncoder(task.input_size, tuple(task.image_size), d, core if spatial else None)
+        self.temporal = nn.GRU(d, d, batch_first=True) if spatial else core
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, task.output_size)
+
+    @property
+    def core(self) -> Core:
+        return self.encoder.spatial if self.encoder.spatial is not None else self.temporal
+
+    def forward(self, inputs: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        B, F_ = inputs.shape[:2]
+        frames = self.encoder(inputs.flatten(0, 1)).view(B, F_, -1)
+        y, state = self.temporal(frames, state)
+        return self.head(self.norm(y[:, -1:])), state
+
+
+class GlimpseModel(nn.Module):
+    """A glimpse core (RAM) reads the image itself and returns its final state -> head; logits (B, 1, classes)."""
+
+    def __init__(self, task: Task, core: Core):
+        super().__init__()
+        core.bind(task.input_size)
+        self.core = core
+        self.norm = nn.LayerNorm(core.d_model)
+        self.head = nn.Linear(core.d_model, task.output_size)
+
+    def forward(self, inputs: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        return self.head(self.norm(self.core(inputs)))[:, None], None
+
+
 class IncompatibleCell(ValueError):
     """A mechanism asked for on a task whose modality it cannot serve."""
 
@@ -85,14 +172,27 @@ def check_compatible(mechanism: str, task: str) -> None:
 
 
 def build_model(mechanism: str, mech_params: Params, task_obj: Task, task: str) -> nn.Module:
-    """The full model for one cell; `model.core` is the mechanism."""
+    """The full model for one cell; `model.core` is the mechanism.
+
+    sequence core on bits/tokens/real -> SequenceModel; spatial core on image
+    -> ImageModel; sequence or spatial core on video -> VideoModel; glimpse
+    core on image -> GlimpseModel.
+    """
     check_compatible(mechanism, task)
     entry: MechanismEntry = MECHANISMS.get(mechanism)
     modality = TASKS.get(task).modality
     core = entry.build(mech_params)
     if entry.kind == "sequence" and modality in ("bits", "tokens", "real"):
         return SequenceModel(task_obj, modality, core)
-    raise IncompatibleCell(f"no model for a {entry.kind} mechanism on {modality} inputs")
+    if entry.kind == "spatial" and modality == "image":
+        return ImageModel(task_obj, core)
+    if entry.kind in ("sequence", "spatial") and modality == "video":
+        return VideoModel(task_obj, core, entry.kind)
+    if entry.kind == "glimpse" and modality == "image":
+        return GlimpseModel(task_obj, core)
+    raise IncompatibleCell(
+        f"mechanism {mechanism!r} cannot serve task {task!r}: no model for a {entry.kind} mechanism on {modality} inputs"
+    )
 
 
 def count_params(module: nn.Module) -> int:
