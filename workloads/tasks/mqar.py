@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from pydantic import model_validator
 
 from amlab.workloads.registry import Params, knob, task
+from amlab.workloads.tasks._partition import check_space, draw_in_split
 from amlab.workloads.tasks.base import Batch, Task
 
 
@@ -20,6 +23,8 @@ class MQARParams(Params):
             raise ValueError(f"seq_len ({self.seq_len}) must be >= 4 * num_kv_pairs ({4 * self.num_kv_pairs})")
         if self.num_kv_pairs > self.vocab_size // 2 - 1:
             raise ValueError(f"num_kv_pairs ({self.num_kv_pairs}) must be < vocab_size / 2 - 1")
+        half = self.vocab_size // 2
+        check_space(math.perm(half - 1, self.num_kv_pairs) * half**self.num_kv_pairs, f"{self.num_kv_pairs} pairs")
         return self
 
 
@@ -33,7 +38,9 @@ class MQAR(Task):
     Tokens: 0 is filler, keys are drawn without replacement from
     [1, V/2), values from [V/2, V).  The first 2·kv positions hold the
     pairs; every key is queried once at a random position in the rest, and
-    the target at a query position is the key's value.
+    the target at a query position is the key's value.  Train, val and test
+    draw from disjoint parts of the space of contexts (the ordered key-value
+    prefix; see `workloads.tasks._partition`), so a test context is never trained on.
     """
 
     def __init__(self, params: MQARParams):
@@ -44,8 +51,13 @@ class MQAR(Task):
     def sample(self, gen, batch_size, split):
         p = self.params
         B, T, kv, half = batch_size, p.seq_len, p.num_kv_pairs, p.vocab_size // 2
-        keys = torch.rand(B, half - 1, generator=gen).argsort(-1)[:, :kv] + 1
-        values = torch.randint(half, p.vocab_size, (B, kv), generator=gen)
+
+        def draw(n):
+            keys = torch.rand(n, half - 1, generator=gen).argsort(-1)[:, :kv] + 1
+            return {"keys": keys, "values": torch.randint(half, p.vocab_size, (n, kv), generator=gen)}
+
+        ctx = draw_in_split(draw, lambda c: torch.stack([c["keys"], c["values"]], -1).flatten(1), B, split)
+        keys, values = ctx["keys"], ctx["values"]
         inputs = torch.zeros(B, T, dtype=torch.long)
         inputs[:, 0 : 2 * kv : 2], inputs[:, 1 : 2 * kv : 2] = keys, values
         # query positions: kv distinct slots among the T - 2kv after the context
