@@ -46,7 +46,7 @@ class ElmanRNN(Core):
 
 
 @mechanism(
-    "lstm", family="recurrent", params=LSTMParams,
+    "lstm", family="recurrent", params=LSTMParams, modalities=("bits", "tokens", "real", "video"),
     paper="Hochreiter & Schmidhuber 1997, Long Short-Term Memory; Gers et al. 2000 (forget gate)",
 )
 class LSTM(Core):
@@ -97,7 +97,7 @@ class LSTM(Core):
 
 
 @mechanism(
-    "gru", family="recurrent", params=GRUParams,
+    "gru", family="recurrent", params=GRUParams, modalities=("bits", "tokens", "real", "video"),
     paper="Cho et al. 2014, Learning Phrase Representations using RNN Encoder-Decoder",
 )
 class GRU(Core):

@@ -66,7 +66,7 @@ class Block(nn.Module):
 
 
 @mechanism(
-    "transformer", family="attention", params=TransformerParams, recurrent=False,
+    "transformer", family="attention", params=TransformerParams, recurrent=False, modalities=("bits", "tokens", "real", "video"),
     paper="Vaswani et al. 2017, Attention Is All You Need",
 )
 class Transformer(Core):

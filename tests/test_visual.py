@@ -1,0 +1,199 @@
+"""Image and video models through build_model, on stand-in tasks (random images/clips of the real layout)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from amlab.workloads.model import IncompatibleCell, build_model, compute_loss
+from amlab.workloads.registry import MECHANISMS, TASKS, Params, TaskEntry, knob
+from amlab.workloads.tasks.base import Batch, Task
+
+B, C, SIDE, FRAMES, CLASSES, D = 3, 2, 20, 4, 5, 8
+SPATIAL = ["stn", "gather_excite", "non_local"]
+VIDEO = ["temporal_attention", "lstm", "gru", "transformer", "stn", "gather_excite", "non_local"]
+
+
+class StandInParams(Params):
+    frames: int = knob(FRAMES, 1, 64)
+
+
+class StandInImages(Task):
+    """Random (B, C, H, W) images in [0, 1] with random labels: the image-task layout."""
+
+    def __init__(self, params):
+        super().__init__(params)
+        self.input_size, self.output_size, self.image_size, self.chance = C, CLASSES, (SIDE, SIDE), 1 / CLASSES
+
+    def sample(self, gen, batch_size, split, side: int = SIDE):
+        x = torch.rand(batch_size, C, side, side, generator=gen)
+        y = torch.randint(0, CLASSES, (batch_size, 1), generator=gen)
+        return Batch(x, y, torch.ones(batch_size, 1, dtype=torch.bool))
+
+
+class StandInVideo(StandInImages):
+    """Random (B, F, C, H, W) clips: the video-task layout."""
+
+    def __init__(self, params):
+        super().__init__(params)
+        self.frames = params.frames
+
+    def sample(self, gen, batch_size, split, frames: int | None = None):
+        x = torch.rand(batch_size, frames or self.frames, C, SIDE, SIDE, generator=gen)
+        y = torch.randint(0, CLASSES, (batch_size, 1), generator=gen)
+        return Batch(x, y, torch.ones(batch_size, 1, dtype=torch.bool))
+
+
+@pytest.fixture(autouse=True)
+def stand_in_tasks(monkeypatch):
+    TASKS.names()  # load the real registry before adding the stand-ins for this test only
+    for name, cls, modality in (("standin_image", StandInImages, "image"), ("standin_video", StandInVideo, "video")):
+        entry = TaskEntry(name=name, params=StandInParams, build=cls, modality=modality, loss="ce", metric="accuracy",
+                          higher_is_better=True)
+        monkeypatch.setitem(TASKS._entries, name, entry)
+
+
+def make(mechanism: str, task: str, seed: int = 0):
+    entry = MECHANISMS.get(mechanism)
+    params = entry.params(**({"d_model": D} if entry.kind != "glimpse" else {"d_model": 16, "patch": 4, "glimpses": 3}))
+    task_obj = TASKS.get(task).build(StandInParams())
+    torch.manual_seed(seed)
+    return build_model(mechanism, params, task_obj, task), task_obj
+
+
+def batch(task_obj, seed: int = 0, **kw) -> Batch:
+    return task_obj.sample(torch.Generator().manual_seed(seed), B, "train", **kw)
+
+
+def loss_of(model, b: Batch, seed: int = 1):
+    torch.manual_seed(seed)  # RAM samples glimpse locations in training
+    logits, _ = model(b.inputs)
+    loss, per_example = compute_loss("ce", logits, b)
+    aux = model.core.auxiliary_loss(per_example.detach())
+    return logits, loss if aux is None else loss + aux
+
+
+CELLS = [(m, "standin_image") for m in [*SPATIAL, "ram"]] + [(m, "standin_video") for m in VIDEO]
+
+
+@pytest.mark.parametrize(("mechanism", "task"), CELLS)
+def test_shapes_and_core(mechanism, task):
+    model, task_obj = make(mechanism, task)
+    logits, _ = model(batch(task_obj).inputs)
+    assert logits.shape == (B, 1, CLASSES)
+    assert torch.isfinite(logits).all()
+    assert type(model.core) is MECHANISMS.get(mechanism).build, "model.core must be the mechanism"
+
+
+@pytest.mark.parametrize(("mechanism", "task"), CELLS)
+def test_gradients_reach_every_parameter(mechanism, task):
+    """After one step: zero-initialised layers (STN's theta head, non-local's W_z) block gradients upstream at init."""
+    model, task_obj = make(mechanism, task)
+    b = batch(task_obj)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        loss_of(model, b)[1].backward()
+        opt.step()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"{mechanism}: no gradient reaches {missing}"
+
+
+@pytest.mark.parametrize(("mechanism", "task"), CELLS)
+def test_seeded_determinism(mechanism, task):
+    a, task_obj = make(mechanism, task, seed=5)
+    b_, _ = make(mechanism, task, seed=5)
+    c, _ = make(mechanism, task, seed=6)
+    b = batch(task_obj)
+    la, lb, lc = (loss_of(m, b)[0] for m in (a, b_, c))
+    assert torch.equal(la, lb)
+    assert not torch.equal(la, lc)
+
+
+def test_models_accept_other_sizes_at_test_time():
+    """Test splits change the canvas or the clip length: the encoders are fully convolutional and pool."""
+    model, task_obj = make("non_local", "standin_image")
+    assert model(batch(task_obj, side=2 * SIDE).inputs)[0].shape == (B, 1, CLASSES)
+    model, task_obj = make("temporal_attention", "standin_video")
+    assert model(batch(task_obj, frames=2 * FRAMES).inputs)[0].shape == (B, 1, CLASSES)
+
+
+def test_non_local_is_identity_at_init():
+    core = MECHANISMS.get("non_local").build(MECHANISMS.get("non_local").params(d_model=D))
+    x = torch.randn(2, D, 6, 5)
+    assert torch.equal(core(x), x)
+
+
+def test_non_local_attention_rows_sum_to_one():
+    core = MECHANISMS.get("non_local").build(MECHANISMS.get("non_local").params(d_model=D))
+    core.record = True
+    core(torch.randn(2, D, 6, 5))
+    attn = core.introspect()["attention"]
+    assert attn.shape == (2, 30, 30)
+    assert (attn >= 0).all()
+    torch.testing.assert_close(attn.sum(-1), torch.ones(2, 30))
+
+
+def test_stn_identity_theta_reproduces_input():
+    core = MECHANISMS.get("stn").build(MECHANISMS.get("stn").params(d_model=D))
+    core.record = True
+    x = torch.randn(2, D, 7, 9)
+    torch.testing.assert_close(core(x), x, atol=1e-5, rtol=0)
+    tr = core.introspect()
+    torch.testing.assert_close(tr["theta"], torch.tensor([[1.0, 0, 0], [0, 1, 0]]).expand(2, 2, 3))
+    assert tr["sampling_grid"].shape == (2, 7, 9, 2)
+
+
+def test_stn_follows_theta():
+    """A pure translation theta shifts the map: x-offset 2/W (normalised) moves it by one pixel."""
+    core = MECHANISMS.get("stn").build(MECHANISMS.get("stn").params(d_model=D))
+    with torch.no_grad():
+        core.loc[-1].bias.copy_(torch.tensor([1.0, 0, 2 / 9, 0, 1, 0]))
+    x = torch.randn(1, D, 7, 9)
+    torch.testing.assert_close(core(x)[..., :-1], x[..., 1:], atol=1e-5, rtol=0)
+
+
+def test_gather_excite_rescales_by_a_gate_in_0_1():
+    for extent in (0, 2):
+        core = MECHANISMS.get("gather_excite").build(MECHANISMS.get("gather_excite").params(d_model=D, extent=extent))
+        core.record = True
+        x = torch.rand(2, D, 6, 6) + 0.1
+        ratio = core(x) / x
+        assert ((ratio > 0) & (ratio < 1)).all()
+        assert core.introspect()["excite_gate"].shape == (2, 6, 6)
+
+
+def test_ram_glimpses_in_bounds_and_reinforce_loss():
+    model, task_obj = make("ram", "standin_image")
+    core = model.core
+    core.record = True
+    b = batch(task_obj)
+    for _ in range(5):
+        logits, _ = model(b.inputs)
+        locs = core.introspect()["glimpse_locations"]
+        assert locs.shape == (B, 3, 2)
+        assert (locs.abs() <= 1).all()
+        assert len(set(locs[:, 1:].flatten().tolist())) > 1, "training samples glimpse locations"
+        _, per_example = compute_loss("ce", logits, b)
+        aux = core.auxiliary_loss(per_example.detach())
+        assert aux is not None and aux.ndim == 0 and torch.isfinite(aux)
+        aux.backward()
+        assert core.policy.weight.grad.abs().sum() > 0 and core.baseline.weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        first = model(b.inputs)[0]
+        assert torch.equal(first, model(b.inputs)[0]), "evaluation glimpses at the policy mean"
+    assert core.auxiliary_loss(per_example) is None, "no REINFORCE term without a sampled training forward"
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "task"),
+    [("lstm", "standin_image"), ("fast_weights", "standin_image"), ("stn", "copy"), ("ram", "standin_video"),
+     ("hierarchical_attention", "standin_video"), ("non_local", "mqar")],
+)
+def test_incompatible_pairs_name_both(mechanism, task):
+    entry = MECHANISMS.get(mechanism)
+    task_obj = TASKS.get(task).build(TASKS.get(task).params())
+    with pytest.raises(IncompatibleCell) as err:
+        build_model(mechanism, entry.params(), task_obj, task)
+    assert mechanism in str(err.value) and task in str(err.value)
