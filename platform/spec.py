@@ -110,37 +110,43 @@ def format_errors(err: ValidationError, prefix: str, model: type[BaseModel] | No
             lines.append(f"{path}: unknown field; accepted fields: {accepted}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            got = f" (got {e['input']!r})" if "input" in e and e["type"] != "missing" else ""
+            shown = e["loc"] and e["type"] != "missing" and not isinstance(e.get("input"), dict)
+            got = f" (got {e['input']!r})" if shown else ""
             lines.append(f"{path}: {msg}{got}")
     return lines
 
 
 def validate_run(data: dict[str, Any]) -> RunSpec:
     """Validate a whole run spec; raise SpecError listing every problem with its path."""
-    try:
-        spec = RunSpec.model_validate(data)
-    except ValidationError as err:
-        raise SpecError(format_errors(err, "", RunSpec)) from None
     problems: list[str] = []
+    unknown = sorted(set(data) - set(RunSpec.model_fields))
+    problems += [f"{k}: unknown section; accepted sections: {', '.join(RunSpec.model_fields)}" for k in unknown]
+    try:
+        TrainSpec.model_validate(data.get("train") or {})
+    except ValidationError as err:
+        problems += format_errors(err, "train", TrainSpec)
     for section, registry in (("mechanism", MECHANISMS), ("task", TASKS)):
-        comp: Component = getattr(spec, section)
+        comp = data.get(section)
+        if not isinstance(comp, dict) or "name" not in comp:
+            problems.append(f"{section}.name: missing; valid: {', '.join(registry.names())}")
+            continue
         try:
-            entry = registry.get(comp.name)
+            entry = registry.get(str(comp["name"]))
         except UnknownName as e:
             problems.append(f"{section}.name: {e}")
             continue
         try:
-            entry.params(**comp.params_dict())
+            entry.params(**{k: v for k, v in comp.items() if k != "name"})
         except ValidationError as err:
             problems += format_errors(err, section, entry.params)
     if not problems:
         try:
-            check_compatible(spec.mechanism.name, spec.task.name)
+            check_compatible(data["mechanism"]["name"], data["task"]["name"])
         except IncompatibleCell as e:
             problems.append(f"mechanism.name: {e}")
     if problems:
         raise SpecError(problems)
-    return spec
+    return RunSpec.model_validate(data)
 
 
 def parse_value(text: str) -> Any:

@@ -267,3 +267,39 @@ def train_loop(config: dict[str, Any]) -> None:
             log.artifacts(tmp, "checkpoint")
             if dump_introspection(model, task, spec, device, tmp / "dumps"):
                 log.artifacts(tmp / "dumps", "dumps")
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """Tune function trainable: the loop in-process for one worker, a Ray Train TorchTrainer (DDP) for more.
+
+    Train V2 cannot be handed to a Tuner directly; a function trainable that
+    calls `TorchTrainer.fit()` and forwards reports with TuneReportCallback is
+    the supported shape.  The Train run name is derived from the trial id so
+    that a restored trial resumes its own Train run.
+    """
+    spec = RunSpec.model_validate(config["spec"])
+    if spec.train.workers == 1:
+        train_loop({**config, "session": "tune"})
+        return
+    import ray.tune
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    use_gpu = spec.train.device != "cpu" and config.get("gpus_per_worker", 0) > 0
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={**config, "session": "train"},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=spec.train.workers, use_gpu=use_gpu,
+            resources_per_worker={"CPU": config.get("cpus_per_worker", 1)},  # use_gpu adds one GPU each
+        ),
+        run_config=RunConfig(
+            name=f"ddp-{ray.tune.get_context().get_trial_id()}",
+            storage_path=config["storage_path"],
+            callbacks=[TuneReportCallback()],
+            failure_config=FailureConfig(max_failures=0, controller_failure_limit=1),
+        ),
+    )
+    trainer.fit()

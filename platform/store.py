@@ -1,0 +1,137 @@
+"""The platform registry: sweeps, cells and trials with status and config hashes (SQLAlchemy 2).
+
+Its own database (SQLite in AMCTL_HOME by default, PostgreSQL on a
+cluster via AMCTL_DB_URL); MLflow and Optuna keep theirs.  Every status
+change is also appended to `transitions`, so a sweep's history can be read
+back after the fact.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint, create_engine, event, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+STATUSES = ("PENDING", "RUNNING", "FINISHED", "FAILED", "KILLED")
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class Sweep(Base):
+    __tablename__ = "sweeps"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "sweep" or "run"
+    spec: Mapped[dict[str, Any]]
+    config_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="PENDING")
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, onupdate=now)
+    cells: Mapped[list[Cell]] = relationship(back_populates="sweep", cascade="all, delete-orphan", order_by="Cell.id")
+
+
+class Cell(Base):
+    __tablename__ = "cells"
+    __table_args__ = (UniqueConstraint("sweep_id", "config_hash"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id"))
+    mechanism: Mapped[str] = mapped_column(String(64))
+    task: Mapped[str] = mapped_column(String(64))
+    config_hash: Mapped[str] = mapped_column(String(64), index=True)
+    spec: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), default="PENDING")
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    value: Mapped[float | None] = mapped_column(Float)
+    params_count: Mapped[int | None] = mapped_column(Integer)
+    state_size: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, onupdate=now)
+    sweep: Mapped[Sweep] = relationship(back_populates="cells")
+    trials: Mapped[list[Trial]] = relationship(back_populates="cell", cascade="all, delete-orphan", order_by="Trial.id")
+
+
+class Trial(Base):
+    __tablename__ = "trials"
+    __table_args__ = (UniqueConstraint("cell_id", "trial_key"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cell_id: Mapped[int] = mapped_column(ForeignKey("cells.id"))
+    trial_key: Mapped[str] = mapped_column(String(128))  # stable across resumes
+    seed: Mapped[int] = mapped_column(Integer)
+    config: Mapped[dict[str, Any]]
+    config_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="PENDING")
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    steps_done: Mapped[int] = mapped_column(Integer, default=0)
+    value: Mapped[float | None] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cell: Mapped[Cell] = relationship(back_populates="trials")
+
+
+class Transition(Base):
+    __tablename__ = "transitions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    entity: Mapped[str] = mapped_column(String(8))  # sweep | cell | trial
+    entity_id: Mapped[int] = mapped_column(Integer, index=True)
+    old: Mapped[str | None] = mapped_column(String(16))
+    new: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+class Store:
+    """Thin access layer; callers use `with store.session() as s:` and the helpers below."""
+
+    def __init__(self, url: str):
+        self.engine: Engine = create_engine(url, json_serializer=lambda o: json.dumps(o, default=str))
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        Base.metadata.create_all(self.engine)
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    @staticmethod
+    def set_status(s: Session, obj: Sweep | Cell | Trial, status: str) -> None:
+        """Change status and append the transition (no-op when unchanged)."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}; valid: {', '.join(STATUSES)}")
+        if obj.status == status and obj.id is not None:
+            return
+        old = obj.status if obj.id is not None else None
+        obj.status = status
+        if isinstance(obj, Trial):
+            if status == "RUNNING" and obj.started_at is None:
+                obj.started_at = now()
+            if status in ("FINISHED", "FAILED", "KILLED"):
+                obj.ended_at = now()
+        s.flush()
+        s.add(Transition(entity=type(obj).__name__.lower(), entity_id=obj.id, old=old, new=status))
+
+    def sweep(self, s: Session, name: str) -> Sweep | None:
+        return s.scalars(select(Sweep).where(Sweep.name == name)).one_or_none()
+
+    def sweeps(self, s: Session) -> list[Sweep]:
+        return list(s.scalars(select(Sweep).order_by(Sweep.created_at.desc())))
+
+    def transitions(self, s: Session, entity: str, entity_id: int) -> list[Transition]:
+        q = select(Transition).where(Transition.entity == entity, Transition.entity_id == entity_id).order_by(Transition.id)
+        return list(s.scalars(q))
