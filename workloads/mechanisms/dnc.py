@@ -129,6 +129,7 @@ class DNC(Core):
         y = self.out(torch.cat([torch.stack(hs, 1), torch.stack(rs, 1).to(x.dtype)], -1))
         if self.record:
             read_w, write_w, usage, modes = (torch.stack(z, 2) for z in zip(*trace, strict=True))
-            self._keep(read_weights=read_w, write_weights=write_w, usage=usage.transpose(1, 2), read_modes=modes,
+            # weightings (B, heads, T, N); usage (B, T, N); modes (B, R, T, 3) = backward, content, forward; final link
+            self._keep(read_weights=read_w, write_weights=write_w, usage=usage.transpose(1, 2), addressing_modes=modes,
                        link=memory[2])
         return y, (ctrl, memory, weights, reads)
