@@ -137,6 +137,10 @@ class NTM(Core):
         """Identity here; Q-MANN rounds memory, keys and controller activations."""
         return x
 
+    def key(self, raw: torch.Tensor) -> torch.Tensor:
+        """Keys are unconstrained for cosine addressing (it ignores their scale); Q-MANN bounds and rounds them."""
+        return raw
+
     def state_size(self) -> int:
         p = self.params
         ctrl = 2 * p.d_model if p.controller == "lstm" else 0
@@ -172,9 +176,6 @@ class NTM(Core):
             reads = read(memory, w_read)
             memory = self.quantize(erase_add(memory, w_write, torch.sigmoid(erase), self.quantize(torch.tanh(add))))
         return reads, memory, w
-
-    def key(self, raw: torch.Tensor) -> torch.Tensor:
-        return raw
 
     def forward(self, x, state=None):
         B, T, _ = x.shape
