@@ -8,10 +8,10 @@ NTM paper's measure, with the test split holding the larger conditions.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from pydantic import model_validator
 
 from amlab.workloads.registry import Params, knob, task
-from amlab.workloads.tasks._partition import identity_hash
 from amlab.workloads.tasks.base import Batch, Task
 
 NTM_PAPER = "Graves et al. 2014, Neural Turing Machines"
@@ -140,7 +140,7 @@ class AssociativeRecallParams(Params):
         if not self.test_items or min(self.test_items) < 2:
             raise ValueError("test_items must be a non-empty list of counts >= 2")
         most = max(self.max_items, *self.test_items)
-        if 2 ** (self.width * self.item_len) < 4 * most:
+        if 2 ** min(24, self.width * self.item_len) < 4 * most:
             raise ValueError(f"items of {self.width}x{self.item_len} bits are too few to draw {most} distinct ones")
         return self
 
@@ -160,61 +160,82 @@ class AssociativeRecall(Task):
     an episode are distinct, so the answer is unique.
     """
 
+    # rows of the per-batch source table every step is gathered from
+    ZERO, DELIM, QDELIM, ITEMS = 0, 1, 2, 3
+
     def __init__(self, params: AssociativeRecallParams):
         super().__init__(params)
-        self.input_size = params.width + 2
-        self.output_size = params.width
+        w = params.width
+        self.input_size = w + 2
+        self.output_size = w
         self.chance = params.width * params.item_len / 2  # random guessing: half the answer's bits wrong
+        self._code_bits = min(24, w * params.item_len)  # item codes exact in float32
+        self._code_weights = 2.0 ** torch.arange(self._code_bits)
+        self._specials = torch.zeros(1, 3, w + 2)
+        self._specials[0, self.DELIM, w] = self._specials[0, self.QDELIM, w + 1] = 1.0
+        self._layouts: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def eval_groups(self, split):
         if split == "test":
             return {f"items_{n}": {"items": n} for n in self.params.test_items}
         return {"all": {}}
 
-    def _distinct_items(self, gen, counts: torch.Tensor) -> torch.Tensor:
-        """(B, nmax, item_len, width) bits, the first counts[b] items of row b distinct.
+    def _layout(self, nmax: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For episodes of n <= nmax items: (source row per step, whether it is a query row, scored steps).
 
-        Rows with a repeated item (by 32-bit hash, so a rare hash collision also counts) are redrawn.
+        rows (nmax+1, 2, T): [n, 0] the input row of each step, [n, 1] the
+        target row; the query's rows are given for item 0 and shifted by
+        `query * item_len` where `is_query` (nmax+1, 2, T) is 1.  Built once per nmax.
+        """
+        if nmax not in self._layouts:
+            k = self.params.item_len
+            T = nmax * (k + 1) + 2 * k + 2
+            rows = torch.zeros(nmax + 1, 2, T, dtype=torch.long)
+            is_query = torch.zeros(nmax + 1, 2, T, dtype=torch.long)
+            scored = torch.zeros(nmax + 1, T, dtype=torch.bool)
+            for n in range(2, nmax + 1):
+                for i in range(n):
+                    rows[n, 0, i * (k + 1)] = self.DELIM
+                    rows[n, 0, i * (k + 1) + 1 : (i + 1) * (k + 1)] = self.ITEMS + i * k + torch.arange(k)
+                q = n * (k + 1)  # first query delimiter
+                rows[n, 0, q] = rows[n, 0, q + k + 1] = self.QDELIM
+                rows[n, 0, q + 1 : q + k + 1] = self.ITEMS + torch.arange(k)  # the query item (item 0, shifted)
+                rows[n, 1, q + k + 2 : q + 2 * k + 2] = self.ITEMS + k + torch.arange(k)  # the item after it
+                is_query[n, 0, q + 1 : q + k + 1] = is_query[n, 1, q + k + 2 : q + 2 * k + 2] = 1
+                scored[n, q + k + 2 : q + 2 * k + 2] = True
+            self._layouts[nmax] = (rows, is_query, scored)
+        return self._layouts[nmax]
+
+    def _distinct_items(self, gen, B: int, n: int) -> torch.Tensor:
+        """(B, n, item_len, width) bits, the n items of each row distinct.
+
+        Items are compared by a code of their first 24 bits (exact in float32);
+        rows with a repeat are redrawn (longer items agreeing in those bits count
+        as a repeat, which only costs a redraw).
         """
         p = self.params
-        B, nmax = len(counts), int(counts.max())
-        items = random_bits(gen, B, nmax, p.item_len, p.width)
+        items = random_bits(gen, B, n, p.item_len, p.width)
         for _ in range(1000):
-            codes = identity_hash(items.flatten(0, 1).flatten(1).long()).view(B, nmax)  # equal items, equal codes
-            codes = torch.where(torch.arange(nmax)[None, :] < counts[:, None], codes, -1 - torch.arange(nmax))  # pads unique
-            srt = codes.sort(1).values
-            bad = (srt[:, 1:] == srt[:, :-1]).any(1)
+            codes = (items.flatten(2)[..., : self._code_bits] @ self._code_weights).sort(1).values
+            bad = (codes[:, 1:] == codes[:, :-1]).any(1)
             if not bad.any():
                 return items
-            items[bad] = random_bits(gen, int(bad.sum()), nmax, p.item_len, p.width)
+            items[bad] = random_bits(gen, int(bad.sum()), n, p.item_len, p.width)
         raise RuntimeError("could not draw distinct items")
 
     def sample(self, gen, batch_size, split, items: int | None = None):
         p, B, k, w = self.params, batch_size, self.params.item_len, self.params.width
         counts = lengths_between(gen, B, p.min_items, p.max_items, items)
         nmax = int(counts.max())
-        vecs = self._distinct_items(gen, counts) * (torch.arange(nmax)[None, :, None, None] < counts[:, None, None, None])
-        query = (torch.rand(B, generator=gen) * (counts - 1)).long()  # uniform in [0, n-2]
-        rows = torch.arange(B)
-        # item blocks: (delimiter, vectors...) of k+1 steps each
-        blocks = torch.zeros(B, nmax, k + 1, w + 2)
-        blocks[:, :, 1:, :w] = vecs
-        blocks[:, :, 0, w] = (torch.arange(nmax)[None, :] < counts[:, None]).float()
-        start = counts * (k + 1)  # first query delimiter
-        T = nmax * (k + 1) + 2 * k + 2
-        inputs = torch.zeros(B, T, w + 2)
-        inputs[:, : nmax * (k + 1)] = blocks.flatten(1, 2)
-        inputs[rows, start, w + 1] = 1.0
-        inputs[rows, start + k + 1, w + 1] = 1.0
-        step = torch.arange(k)
-        q_steps = start[:, None] + 1 + step  # (B, k)
-        inputs[rows[:, None], q_steps, :w] = vecs[rows, query]
-        out_steps = start[:, None] + k + 2 + step
-        targets = torch.zeros(B, T, w)
-        targets[rows[:, None], out_steps] = vecs[rows, query + 1]
-        mask = torch.zeros(B, T, dtype=torch.bool)
-        mask[rows[:, None], out_steps] = True
-        return Batch(inputs, targets, mask, {"items": counts, "query": query})
+        rows, is_query, scored = self._layout(nmax)
+        vecs = self._distinct_items(gen, B, nmax)
+        query = torch.randint(0, 2**30, (B,), generator=gen) % (counts - 1)  # uniform in [0, n-2], bias < 1e-7
+        # source rows: zero, item delimiter, query delimiter, then every item's vectors
+        source = torch.cat([self._specials.expand(B, -1, -1), F.pad(vecs.flatten(1, 2), (0, 2))], 1)
+        steps = rows[counts] + is_query[counts] * (query * k)[:, None, None]  # (B, 2, T)
+        inputs = source.gather(1, steps[:, 0, :, None].expand(-1, -1, w + 2))
+        targets = source[..., :w].gather(1, steps[:, 1, :, None].expand(-1, -1, w))
+        return Batch(inputs, targets, scored[counts], {"items": counts, "query": query})
 
     def score(self, logits, batch):
         return bit_scores(logits, batch)

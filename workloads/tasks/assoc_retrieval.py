@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from pydantic import model_validator
 
 from amlab.workloads.registry import Params, knob, task
@@ -62,23 +63,18 @@ class AssocRetrieval(Task):
         p, B = self.params, batch_size
         n = pairs or p.pairs
 
-        def draw(m):
-            keys = torch.rand(m, p.vocab, generator=gen).argsort(-1)[:, :n]
-            return {"keys": keys, "digits": torch.randint(0, DIGITS, (m, n), generator=gen)}
+        def draw(m):  # identities: the n keys (a random ordered n-subset), then their digit tokens (with replacement)
+            keys = torch.rand(m, p.vocab, generator=gen).topk(n, dim=1).indices
+            return torch.cat([keys, torch.randint(p.vocab, p.vocab + DIGITS, (m, n), generator=gen)], 1)
 
-        ctx = draw_in_split(draw, lambda c: torch.stack([c["keys"], c["digits"]], -1).flatten(1), B, split)
-        keys, digits = ctx["keys"], ctx["digits"]
-        which = torch.randint(0, n, (B,), generator=gen)
-        rows = torch.arange(B)
-        inputs = torch.full((B, 2 * n + 3), self.question)
-        inputs[:, 0 : 2 * n : 2] = keys
-        inputs[:, 1 : 2 * n : 2] = digits + p.vocab
-        inputs[:, -1] = keys[rows, which]
-        targets = torch.zeros_like(inputs)
-        targets[:, -1] = digits[rows, which] + p.vocab
-        mask = torch.zeros(B, 2 * n + 3, dtype=torch.bool)
-        mask[:, -1] = True
-        return Batch(inputs, targets, mask, {"keys": keys, "digits": digits, "query": which})
+        ctx = draw_in_split(draw, B, split)
+        keys, digits = ctx[:, :n], ctx[:, n:]
+        which = torch.randint(0, n, (B, 1), generator=gen)
+        pairs = torch.stack([keys, digits], 2).flatten(1)
+        inputs = torch.cat([pairs, torch.full((B, 2), self.question), keys.gather(1, which)], 1)
+        targets = F.pad(digits.gather(1, which), (2 * n + 2, 0))  # the answer at the last step, 0 before
+        mask = F.pad(torch.ones(B, 1, dtype=torch.bool), (2 * n + 2, 0))
+        return Batch(inputs, targets, mask, {"query": which[:, 0]})
 
     def score(self, logits, batch):
         wrong = (logits.argmax(-1) != batch.targets) & batch.mask

@@ -52,21 +52,19 @@ class MQAR(Task):
         p = self.params
         B, T, kv, half = batch_size, p.seq_len, p.num_kv_pairs, p.vocab_size // 2
 
-        def draw(n):
-            keys = torch.rand(n, half - 1, generator=gen).argsort(-1)[:, :kv] + 1
-            return {"keys": keys, "values": torch.randint(half, p.vocab_size, (n, kv), generator=gen)}
+        def draw(n):  # contexts k1 v1 ... k_kv v_kv: keys a random ordered kv-subset, values with replacement
+            keys = torch.rand(n, half - 1, generator=gen).topk(kv, dim=1).indices + 1
+            return torch.stack([keys, torch.randint(half, p.vocab_size, (n, kv), generator=gen)], 2).flatten(1)
 
-        ctx = draw_in_split(draw, lambda c: torch.stack([c["keys"], c["values"]], -1).flatten(1), B, split)
-        keys, values = ctx["keys"], ctx["values"]
+        ctx = draw_in_split(draw, B, split)
+        keys, values = ctx[:, 0::2], ctx[:, 1::2]
         inputs = torch.zeros(B, T, dtype=torch.long)
-        inputs[:, 0 : 2 * kv : 2], inputs[:, 1 : 2 * kv : 2] = keys, values
-        # query positions: kv distinct slots among the T - 2kv after the context
-        slots = torch.rand(B, T - 2 * kv, generator=gen).argsort(-1)[:, :kv] + 2 * kv
-        order = torch.rand(B, kv, generator=gen).argsort(-1)
-        q_keys, q_values = keys.gather(1, order), values.gather(1, order)
-        inputs.scatter_(1, slots, q_keys)
+        inputs[:, : 2 * kv] = ctx
+        # query positions: key i is queried at slots[:, i], a random ordered kv-subset of the steps after the context
+        slots = torch.rand(B, T - 2 * kv, generator=gen).topk(kv, dim=1).indices + 2 * kv
+        inputs.scatter_(1, slots, keys)
         targets = torch.zeros(B, T, dtype=torch.long)
-        targets.scatter_(1, slots, q_values)
+        targets.scatter_(1, slots, values)
         mask = torch.zeros(B, T, dtype=torch.bool)
         mask.scatter_(1, slots, True)
         return Batch(inputs, targets, mask, {"keys": keys, "values": values})
