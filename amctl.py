@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, add_completion=False)
 launch_app = typer.Typer(help="Launch training: one run, or a sweep.", no_args_is_help=True)
-list_app = typer.Typer(help="List what amctl knows: mechanisms, tasks.", no_args_is_help=True)
+list_app = typer.Typer(help="List what amctl knows: mechanisms, tasks, presets.", no_args_is_help=True)
 app.add_typer(launch_app, name="launch")
 app.add_typer(list_app, name="list")
 console = Console()
@@ -114,6 +114,222 @@ def launch_run(
         console.print(f"MLflow run id: {result.mlflow_run_id}   (browse: amctl ui)", highlight=False)
     if result.status != "FINISHED":
         raise typer.Exit(EXIT_FAILED)
+
+
+class SweepView:
+    """Live table of a running sweep: one row per cell, updated from Tune's driver-side callbacks."""
+
+    def __init__(self, cells, total: int, concurrency: int):
+        import time
+
+        self.rows = {c.key: {"cell": f"{c.mechanism} × {c.task}", "done": 0, "running": {}, "best": None,
+                             "planned": (c.search.trials if c.space else 1) + len(c.seeds) - 1} for c in cells}
+        self.total, self.concurrency, self.started = total, concurrency, time.time()
+
+    def update(self, event: str, info: dict[str, Any]) -> None:
+        row = self.rows.get(info.get("cell"))
+        if row is None:
+            return
+        tid = info["trial_id"]
+        if event in ("start", "result"):
+            row["running"][tid] = (info.get("step", 0), info["steps"], info.get("phase"))
+        else:
+            row["running"].pop(tid, None)
+            row["done"] += 1
+        if info.get("objective") is not None and info.get("phase") == "search":
+            row["best"] = info["objective"] if row["best"] is None else min(row["best"], info["objective"])
+
+    def __rich__(self) -> Table:
+        import time
+
+        done = sum(r["done"] for r in self.rows.values())
+        title = (f"trials {done}/{self.total} · {self.concurrency} at a time · "
+                 f"{time.time() - self.started:.0f} s elapsed")
+        table = Table("cell", "trials", "running (step/steps, phase)", "best objective ↓", title=title)
+        for r in self.rows.values():
+            running = ", ".join(f"{s}/{n} {p}" for s, n, p in r["running"].values()) or "-"
+            best = f"{r['best']:.4g}" if r["best"] is not None else "-"
+            table.add_row(r["cell"], f"{r['done']}/{r['planned']}", running, best)
+        return table
+
+
+def _sweep_data(spec: Path | None, preset_name: str | None, overrides: list[str]) -> dict[str, Any]:
+    from amlab.platform.presets import preset
+    from amlab.platform.spec import SpecError, apply_overrides, load_yaml
+
+    if spec and preset_name:
+        raise SpecError(["give a spec file or --preset, not both"])
+    if spec:
+        data = load_yaml(spec)
+    else:
+        try:
+            data = json.loads(json.dumps(preset(preset_name or "quick")["spec"]))
+        except KeyError as e:
+            raise SpecError([f"--preset: {e.args[0]}"]) from None
+    return apply_overrides(data, overrides)
+
+
+def _run_sweep(data: dict[str, Any], address: str | None, as_json: bool) -> None:
+    from amlab.platform.spec import SpecError, validate_sweep
+
+    try:
+        spec, cells, notices = validate_sweep(data)
+    except SpecError as e:
+        raise bad_input(e.problems) from None
+    for n in notices:
+        err.print(f"[yellow]notice:[/] {n}", highlight=False)
+
+    from rich.live import Live
+
+    from amlab.platform.results import cell_results
+    from amlab.platform.settings import Settings
+    from amlab.platform.store import Store
+    from amlab.platform.sweep import run_sweep
+
+    settings = Settings.load()
+    live: dict[str, Any] = {}
+
+    def on_plan(pending, total, concurrency):
+        live["view"] = SweepView(pending, total, concurrency)
+        if not as_json:
+            live["live"] = Live(live["view"], console=err, refresh_per_second=2)
+            live["live"].start()
+
+    def display(event, info):
+        if "view" in live:
+            live["view"].update(event, info)
+
+    try:
+        outcome = run_sweep(spec, cells, settings, address=address, display=display, on_plan=on_plan)
+    finally:
+        if "live" in live:
+            live["live"].stop()
+    results = cell_results(Store(settings.db_url), spec.name)
+    if as_json:
+        print(json.dumps({"name": outcome.name, "status": outcome.status, "mlflow_run_id": outcome.mlflow_run_id,
+                          "skipped": outcome.skipped, "cells": results}, indent=1, default=str))
+    else:
+        if outcome.skipped:
+            console.print(f"skipped {len(outcome.skipped)} finished cell(s) (same config hash)")
+        _print_results(spec.name, results)
+        console.print(f"[bold]{outcome.status}[/] sweep {outcome.name}   MLflow run id: {outcome.mlflow_run_id}", highlight=False)
+        if outcome.status == "KILLED":
+            console.print(f"resume with: amctl resume {outcome.name}")
+    if outcome.status == "KILLED":
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if outcome.status != "FINISHED":
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _print_results(name: str, results: list[dict[str, Any]]) -> None:
+    table = Table("mechanism", "task", "metric", "median over seeds", "per seed", "params", "state", "status", title=name)
+    for r in results:
+        arrow = "↑" if r["higher_is_better"] else "↓"
+        value = f"{r['value']:.4g}" if r["value"] is not None else "-"
+        seeds = " ".join(f"{v:.3g}" for v in r["per_seed"].values() if v is not None)
+        table.add_row(r["mechanism"], r["task"], f"{r['metric']} {arrow}", value, seeds, str(r["params_count"] or "-"),
+                      str(r["state_size"] if r["state_size"] is not None else "-"), r["status"])
+    console.print(table)
+
+
+@launch_app.command("sweep")
+def launch_sweep(
+    spec: Annotated[Path | None, typer.Argument(help="YAML sweep spec; omitted: the built-in quick study.")] = None,
+    preset_name: Annotated[str | None, typer.Option("--preset", help="A built-in study (amctl list presets).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a spec field, e.g. train.steps=200.")] = None,
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster address; default: embedded local Ray.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Run a mechanism × task grid: Optuna search per cell on Ray Tune with ASHA, then every seed.
+
+    Launching the same spec again skips finished cells and resumes unfinished ones.
+    """
+    from amlab.platform.spec import SpecError
+
+    try:
+        data = _sweep_data(spec, preset_name, set_ or [])
+    except SpecError as e:
+        raise bad_input(e.problems) from None
+    _run_sweep(data, address, as_json)
+
+
+@app.command("resume")
+def resume(
+    name: Annotated[str, typer.Argument(help="Sweep name.")],
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster address.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Resume an interrupted sweep from its recorded spec (finished cells are not rerun)."""
+    _run_sweep(_recorded_spec(name), address, as_json)
+
+
+def _recorded_spec(name: str) -> dict[str, Any]:
+    from amlab.platform.settings import Settings
+    from amlab.platform.store import Store
+
+    store = Store(Settings.load().db_url)
+    with store.session() as s:
+        sweep = store.sweep(s, name)
+        if sweep is None or sweep.kind != "sweep":
+            known = ", ".join(x.name for x in store.sweeps(s) if x.kind == "sweep") or "none yet"
+            err.print(f"[red]error:[/] no sweep named {name!r}; known: {known}")
+            raise typer.Exit(EXIT_BAD_INPUT)
+        return dict(sweep.spec)
+
+
+@app.command("cancel")
+def cancel(name: Annotated[str, typer.Argument(help="Sweep name.")]) -> None:
+    """Stop a running sweep: its driver stops the trials, marks them KILLED, and the sweep stays resumable."""
+    from amlab.platform.settings import Settings
+    from amlab.platform.store import Store
+
+    _recorded_spec(name)
+    store = Store(Settings.load().db_url)
+    with store.session() as s:
+        sweep = store.sweep(s, name)
+        if sweep.status != "RUNNING":
+            console.print(f"sweep {name} is {sweep.status}; nothing to cancel")
+            return
+        store.set_status(s, sweep, "CANCELLING")
+        s.commit()
+    console.print(f"sweep {name}: cancel requested; its driver stops within a few seconds")
+
+
+@app.command("report")
+def report(
+    name: Annotated[str, typer.Argument(help="Sweep name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable cell results.")] = False,
+) -> None:
+    """Cell results: median over seeds of each cell's test metric, per-seed values, best params, sizes."""
+    from amlab.platform.results import UnknownSweep, cell_results
+    from amlab.platform.settings import Settings
+    from amlab.platform.store import Store
+
+    try:
+        results = cell_results(Store(Settings.load().db_url), name)
+    except UnknownSweep as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    if as_json:
+        print(json.dumps(results, indent=1, default=str))
+    else:
+        _print_results(name, results)
+
+
+@list_app.command("presets")
+def list_presets(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Built-in studies: the quick study and sweeps that mirror papers, with what each paper predicts."""
+    from amlab.platform.presets import PRESETS
+
+    rows = [{"name": n, "predicts": p["predicts"], "spec": p["spec"]} for n, p in PRESETS.items()]
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return
+    table = Table("name", "mechanisms × tasks", "the paper predicts", title="presets")
+    for r in rows:
+        grid = f"{', '.join(r['spec']['mechanisms'])} × {', '.join(r['spec']['tasks'])}"
+        table.add_row(r["name"], grid, r["predicts"])
+    console.print(table)
 
 
 def _registry_rows(kind: str) -> list[dict[str, Any]]:

@@ -52,7 +52,11 @@ class Cell(Base):
     spec: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(16), default="PENDING")
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
-    value: Mapped[float | None] = mapped_column(Float)
+    metric: Mapped[str | None] = mapped_column(String(64))
+    higher_is_better: Mapped[bool | None]
+    value: Mapped[float | None] = mapped_column(Float)  # median over seeds of the test metric
+    per_seed: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    best_params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     params_count: Mapped[int | None] = mapped_column(Integer)
     state_size: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, onupdate=now)
@@ -65,8 +69,10 @@ class Trial(Base):
     __table_args__ = (UniqueConstraint("cell_id", "trial_key"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     cell_id: Mapped[int] = mapped_column(ForeignKey("cells.id"))
-    trial_key: Mapped[str] = mapped_column(String(128))  # stable across resumes
+    trial_key: Mapped[str] = mapped_column(String(128))  # the Tune trial id: stable across resumes
+    phase: Mapped[str] = mapped_column(String(16), default="search")  # search | seed
     seed: Mapped[int] = mapped_column(Integer)
+    early_stopped: Mapped[bool] = mapped_column(default=False)
     config: Mapped[dict[str, Any]]
     config_hash: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="PENDING")

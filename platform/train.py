@@ -189,7 +189,8 @@ def dump_introspection(model: nn.Module, task: Task, spec: RunSpec, device: torc
 
 def train_loop(config: dict[str, Any]) -> None:
     """Train one spec.  config: {"spec": normalised RunSpec dict, "session": local|tune|train,
-    "tracking": {"uri", "run_id"} | None, "threads": int | None}."""
+    "tracking": {"tracking_uri", "run_id"} | None, "threads": int | None,
+    "objective": {"key": "val/<metric>", "sign": ±1} | None}."""
     spec = RunSpec.model_validate(config["spec"])
     t = spec.train
     session = config.get("session_obj") or {"tune": TuneSession, "train": TrainSession}[config["session"]]()
@@ -198,6 +199,7 @@ def train_loop(config: dict[str, Any]) -> None:
     rank, world = session.rank, session.world_size
     device = session.device(t.device)
     log = RunLogger(**config["tracking"]) if config.get("tracking") and rank == 0 else None
+    objective = config.get("objective")
 
     # model, optimizer, data: identical init on every rank; each rank draws its own shard
     torch.manual_seed(t.seed)
@@ -248,7 +250,10 @@ def train_loop(config: dict[str, Any]) -> None:
             if is_eval:
                 evals += 1
                 if rank == 0:
-                    latest = {**evaluate(model, task, spec, "val", device), **evaluate(model, task, spec, "test", device)}
+                    latest = {**evaluate(model, task, spec, "val", device), **evaluate(model, task, spec, "test", device),
+                              "model/params_count": count_params(model), "model/state_size": model.core.state_size()}
+                    if objective:  # what search minimises: the validation metric, signed
+                        latest["objective"] = objective["sign"] * latest[objective["key"]]
                     checkpoint = save_checkpoint(Path(tempfile.mkdtemp(prefix="amctl-ckpt-")), model, opt, sched, done)
                 tick = time.perf_counter()  # evaluation time is not training throughput
             metrics.update(latest)

@@ -34,6 +34,7 @@ def knob(
     log: bool = False,
     choices: tuple | None = None,
     search: bool = True,
+    space: tuple[float, float] | None = None,
     doc: str = "",
 ) -> Any:
     """A params field with validation bounds that double as its default search range.
@@ -41,9 +42,12 @@ def knob(
     `low`/`high` are inclusive bounds enforced on every spec; `log` marks the
     search as log-uniform; `choices` makes it categorical.  `search=False`
     keeps a knob out of the default search space (e.g. structural sizes that
-    a task fixes).
+    a task fixes); `space=(lo, hi)` narrows the default search range inside
+    the validation bounds (a layer count valid up to 8 but searched over 1-2).
     """
     extra: dict[str, Any] = {"search": search, "log": log}
+    if space is not None:
+        extra["space"] = list(space)
     kwargs: dict[str, Any] = {}
     if choices is not None:
         extra["choices"] = list(choices)
@@ -68,6 +72,8 @@ def knob_table(params_cls: type[Params]) -> dict[str, dict[str, Any]]:
         for key in ("low", "high"):
             if key in extra:
                 entry[key] = extra[key]
+        if "low" in entry and "high" in entry:
+            entry["space"] = extra.get("space", [entry["low"], entry["high"]])
         entry["log"] = bool(extra.get("log", False))
         entry["search"] = bool(extra.get("search", False)) and (
             "choices" in extra or ("low" in extra and "high" in extra)

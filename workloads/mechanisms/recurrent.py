@@ -11,18 +11,18 @@ from amlab.workloads.registry import Params, knob, mechanism
 
 class LSTMParams(Params):
     d_model: int = knob(64, 8, 2048, log=True, search=False, doc="hidden size")
-    layers: int = knob(1, 1, 8, doc="stacked layers")
+    layers: int = knob(1, 1, 8, space=(1, 2), doc="stacked layers")
     forget_bias: float = knob(1.0, -5.0, 5.0, doc="initial forget-gate bias (long memory at init)")
 
 
 class GRUParams(Params):
     d_model: int = knob(64, 8, 2048, log=True, search=False, doc="hidden size")
-    layers: int = knob(1, 1, 8, doc="stacked layers")
+    layers: int = knob(1, 1, 8, space=(1, 2), doc="stacked layers")
 
 
 class RNNParams(Params):
     d_model: int = knob(64, 8, 2048, log=True, search=False, doc="hidden size")
-    layers: int = knob(1, 1, 8, doc="stacked layers")
+    layers: int = knob(1, 1, 8, space=(1, 2), doc="stacked layers")
 
 
 @mechanism(

@@ -16,9 +16,9 @@ from amlab.workloads.registry import Params, knob, mechanism
 class TransformerParams(Params):
     d_model: int = knob(64, 8, 2048, log=True, search=False, doc="model width")
     heads: int = knob(4, 1, 32, search=False, doc="attention heads (must divide d_model)")
-    layers: int = knob(2, 1, 12, doc="blocks")
+    layers: int = knob(2, 1, 12, space=(1, 4), doc="blocks")
     ff_mult: int = knob(4, 1, 8, search=False, doc="feed-forward width / d_model")
-    dropout: float = knob(0.0, 0.0, 0.5, doc="dropout on attention and residual branches")
+    dropout: float = knob(0.0, 0.0, 0.5, search=False, doc="dropout on attention and residual branches")
 
     @model_validator(mode="after")
     def _heads_divide(self):

@@ -1,0 +1,95 @@
+"""Platform overhead: `amctl launch run` (lstm × copy) against the same steps in a plain PyTorch loop.
+
+Everything is measured side by side in one run (the machines are noisy) and
+printed as ratios:
+  plain    the bare loop: same model, data, optimizer, batch size and threads; no eval, no logging
+  loop     amctl's training loop in-process (evaluation, checkpoints), no Ray, no MLflow
+  launch   `amctl launch run` as a user types it: process start, embedded Ray, Tune, MLflow, store, dumps
+The launch command is timed with evaluation at the default cadence and with a single final evaluation.
+
+    python bench/overhead.py [--steps 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from amlab.platform.spec import validate_run
+from amlab.platform.train import LocalSession, train_loop
+from amlab.workloads.model import build_model, compute_loss
+from amlab.workloads.registry import TASKS
+from amlab.workloads.tasks.base import generator
+
+AMCTL = [sys.executable, str(Path(__file__).resolve().parents[1] / "amctl.py")]
+
+
+def plain(steps: int, spec) -> float:
+    task = TASKS.get("copy").build(spec.task_params())
+    torch.manual_seed(0)
+    model = build_model("lstm", spec.mechanism_params(), task, "copy")
+    opt = torch.optim.Adam(model.parameters(), lr=spec.train.lr)
+    t0 = time.perf_counter()
+    for step in range(steps):
+        batch = task.sample(generator(0, "train", 0, step), spec.train.batch_size, "train")
+        logits, _ = model(batch.inputs)
+        loss, _ = compute_loss("bce", logits, batch)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    return time.perf_counter() - t0
+
+
+def loop(steps: int, spec) -> float:
+    t0 = time.perf_counter()
+    train_loop({"spec": spec.normalised(), "session_obj": LocalSession()})
+    return time.perf_counter() - t0
+
+
+def launch(steps: int, extra: list[str]) -> float:
+    with tempfile.TemporaryDirectory(prefix="amctl-bench-") as home:
+        env = {**os.environ, "AMCTL_HOME": home}
+        t0 = time.perf_counter()
+        out = subprocess.run([*AMCTL, "launch", "run", "-m", "lstm", "-t", "copy", "--set", f"train.steps={steps}", *extra,
+                              "--json"], env=env, capture_output=True, text=True)
+        elapsed = time.perf_counter() - t0
+    if out.returncode != 0:
+        sys.exit(f"amctl launch run failed:\n{out.stderr[-3000:]}")
+    return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=2000)
+    args = ap.parse_args()
+    threads = os.cpu_count() or 1  # what `launch run` gives its single trial
+    torch.set_num_threads(threads)
+    spec = validate_run({"mechanism": {"name": "lstm"}, "task": {"name": "copy"}, "train": {"steps": args.steps}})
+    once = validate_run({"mechanism": {"name": "lstm"}, "task": {"name": "copy"},
+                         "train": {"steps": args.steps, "eval_every": args.steps}})
+    times = {
+        "plain PyTorch loop": plain(args.steps, spec),
+        "amctl loop, in-process, eval once": loop(args.steps, once),
+        "amctl loop, in-process, default eval": loop(args.steps, spec),
+        "amctl launch run, eval once": launch(args.steps, ["--set", f"train.eval_every={args.steps}"]),
+        "amctl launch run, default eval": launch(args.steps, []),
+    }
+    base = times["plain PyTorch loop"]
+    print(f"lstm × copy, {args.steps} steps, batch {spec.train.batch_size}, {threads} threads")
+    print(f"{'what':40s} {'wall s':>8s} {'÷ plain':>8s}")
+    for what, t in times.items():
+        print(f"{what:40s} {t:8.1f} {t / base:8.2f}")
+    fixed = times["amctl launch run, eval once"] - times["amctl loop, in-process, eval once"]
+    print(f"fixed cost of process + Ray + Tune + MLflow + store: about {fixed:.1f} s per launch")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Cell results read back from the store: the machine-readable answer of a sweep (`amctl report NAME --json`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from amlab.platform.store import Store
+
+
+class UnknownSweep(KeyError):
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def cell_results(store: Store, name: str) -> list[dict[str, Any]]:
+    with store.session() as s:
+        sweep = store.sweep(s, name)
+        if sweep is None:
+            known = ", ".join(x.name for x in store.sweeps(s)[:20]) or "none yet"
+            raise UnknownSweep(f"no sweep named {name!r}; known: {known}")
+        return [
+            {
+                "mechanism": c.mechanism, "task": c.task, "metric": c.metric, "higher_is_better": c.higher_is_better,
+                "value": c.value, "per_seed": c.per_seed or {}, "best_params": c.best_params or {},
+                "params_count": c.params_count, "state_size": c.state_size, "status": c.status,
+                "config_hash": c.config_hash, "mlflow_run_id": c.mlflow_run_id,
+                "trials": len(c.trials), "early_stopped": sum(t.early_stopped for t in c.trials),
+            }
+            for c in sweep.cells
+        ]
