@@ -477,7 +477,7 @@ def run_sweep(
     for key in (c.key for c in pending):
         client.update_run(ctx.cell_runs[key], status="RUNNING")
 
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # a driver killed any time loses at most a second of state
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0.5")  # a driver killed any time loses at most 0.5 s of state
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # `objective` comes with evaluations only
     ensure_ray(settings, address)
     searcher = CellSearcher(pending, ctx)
@@ -524,8 +524,9 @@ def finalize(ctx: SweepContext, cells: list[CellPlan], interrupted: bool = False
         for cell in sweep.cells:
             plan = by_hash.get(cell.config_hash)
             for t in cell.trials:
-                if t.status not in TERMINAL:
+                if t.status not in TERMINAL:  # interrupted, or suggested just before a driver crash and never resumed
                     store.set_status(s, t, "KILLED")
+                    client.set_tag(t.mlflow_run_id, "amctl.early_stopped", "false")
                     client.set_terminated(t.mlflow_run_id, status="KILLED")
             if plan is None or cell.status == "FINISHED":
                 continue
