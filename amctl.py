@@ -207,7 +207,8 @@ def _run_sweep(data: dict[str, Any], address: str | None, as_json: bool) -> None
     results = cell_results(Store(settings.db_url), spec.name)
     if as_json:
         print(json.dumps({"name": outcome.name, "status": outcome.status, "mlflow_run_id": outcome.mlflow_run_id,
-                          "skipped": outcome.skipped, "cells": results}, indent=1, default=str))
+                          "concurrency": outcome.concurrency, "skipped": outcome.skipped, "cells": results},
+                         indent=1, default=str))
     else:
         if outcome.skipped:
             console.print(f"skipped {len(outcome.skipped)} finished cell(s) (same config hash)")
@@ -371,12 +372,32 @@ def list_tasks(as_json: Annotated[bool, typer.Option("--json", help="Machine-rea
 def status(
     name: Annotated[str | None, typer.Argument(help="A sweep or run name; all when omitted.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Keep the table live until the sweep ends.")] = False,
 ) -> None:
-    """Sweeps and runs in the store, with their cells and trials."""
+    """Sweeps and runs in the store; with NAME, its cells and trials with progress."""
     from amlab.platform.settings import Settings
     from amlab.platform.store import Store
 
     store = Store(Settings.load().db_url)
+    rows = _status_rows(store, name)
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return
+    if not watch:
+        console.print(_status_table(rows, name))
+        return
+    import time
+
+    from rich.live import Live
+
+    with Live(_status_table(rows, name), console=console, refresh_per_second=1) as live:
+        while any(r["status"] in ("PENDING", "RUNNING", "CANCELLING") for r in rows):
+            time.sleep(2)
+            rows = _status_rows(store, name)
+            live.update(_status_table(rows, name))
+
+
+def _status_rows(store, name: str | None) -> list[dict[str, Any]]:
     with store.session() as s:
         if name:
             sweep = store.sweep(s, name)
@@ -387,23 +408,40 @@ def status(
             sweeps = [sweep]
         else:
             sweeps = store.sweeps(s)
-        rows = [
+        return [
             {"name": sw.name, "kind": sw.kind, "status": sw.status, "created_at": sw.created_at.isoformat(),
              "mlflow_run_id": sw.mlflow_run_id,
              "cells": [{"mechanism": c.mechanism, "task": c.task, "status": c.status, "config_hash": c.config_hash,
-                        "trials": [{"key": t.trial_key, "seed": t.seed, "status": t.status, "steps_done": t.steps_done,
-                                    "mlflow_run_id": t.mlflow_run_id} for t in c.trials]} for c in sw.cells]}
+                        "value": c.value, "metric": c.metric,
+                        "trials": [{"key": t.trial_key, "phase": t.phase, "seed": t.seed, "status": t.status,
+                                    "steps_done": t.steps_done, "steps": t.config["train"]["steps"],
+                                    "early_stopped": t.early_stopped, "mlflow_run_id": t.mlflow_run_id}
+                                   for t in c.trials]} for c in sw.cells]}
             for sw in sweeps
         ]
-    if as_json:
-        print(json.dumps(rows, indent=1))
-        return
-    table = Table("name", "kind", "status", "cells", "trials done", "created", title="amctl status")
-    for r in rows:
-        trials = [t for c in r["cells"] for t in c["trials"]]
-        done = sum(t["status"] == "FINISHED" for t in trials)
-        table.add_row(r["name"], r["kind"], r["status"], str(len(r["cells"])), f"{done}/{len(trials)}", r["created_at"][:19])
-    console.print(table)
+
+
+def _status_table(rows: list[dict[str, Any]], name: str | None) -> Table:
+    if not name:
+        table = Table("name", "kind", "status", "cells", "trials finished", "created", title="amctl status")
+        for r in rows:
+            trials = [t for c in r["cells"] for t in c["trials"]]
+            done = sum(t["status"] == "FINISHED" for t in trials)
+            table.add_row(r["name"], r["kind"], r["status"], str(len(r["cells"])), f"{done}/{len(trials)}",
+                          r["created_at"][:19])
+        return table
+    r = rows[0]
+    table = Table("cell", "status", "trials (finished/early-stopped/failed/total)", "running", "value",
+                  title=f"{r['kind']} {r['name']}: {r['status']}")
+    for c in r["cells"]:
+        ts = c["trials"]
+        count = {k: sum(t["status"] == k for t in ts) for k in ("FINISHED", "FAILED")}
+        early = sum(t["early_stopped"] for t in ts)
+        running = ", ".join(f"{t['phase']} s{t['seed']} {t['steps_done']}/{t['steps']}" for t in ts if t["status"] == "RUNNING")
+        value = f"{c['metric']}={c['value']:.4g}" if c["value"] is not None else "-"
+        table.add_row(f"{c['mechanism']} × {c['task']}", c["status"],
+                      f"{count['FINISHED']}/{early}/{count['FAILED']}/{len(ts)}", running or "-", value)
+    return table
 
 
 @app.command("ui")

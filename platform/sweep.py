@@ -39,6 +39,8 @@ from amlab.platform.store import Cell, Store, Sweep, Trial
 from amlab.platform.train import run_trial
 from amlab.workloads.registry import TASKS
 
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # one study per cell: creation notices would drown the live table
+
 OBJECTIVE = "objective"
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 
@@ -472,6 +474,9 @@ def run_sweep(
     with store.session() as s:
         sweep = store.sweep(s, spec.name)
         store.set_status(s, sweep, "RUNNING")
+        for cell in sweep.cells:
+            if cell.id in {ctx.cell_ids[c.key] for c in pending}:
+                store.set_status(s, cell, "RUNNING")
         s.commit()
     client.update_run(ctx.sweep_run_id, status="RUNNING")
     for key in (c.key for c in pending):

@@ -94,8 +94,8 @@ class NTMParams(Params):
     d_model: int = knob(64, 8, 2048, log=True, search=False, doc="controller width and output width")
     slots: int = knob(32, 2, 1024, log=True, search=False, doc="memory rows N")
     width: int = knob(16, 2, 512, log=True, search=False, doc="memory row width M")
-    read_heads: int = knob(1, 1, 8, doc="read heads")
-    write_heads: int = knob(1, 1, 8, doc="write heads")
+    read_heads: int = knob(1, 1, 8, space=(1, 2), doc="read heads")
+    write_heads: int = knob(1, 1, 8, space=(1, 2), doc="write heads")
     controller: Literal["lstm", "mlp"] = knob("lstm", choices=("lstm", "mlp"), doc="LSTM or feed-forward controller")
     shift_range: int = knob(1, 0, 8, search=False, doc="R: heads may move by -R..R slots per step")
 
