@@ -72,12 +72,15 @@ class SequenceModel(nn.Module):
 
 
 class FrameEncoder(nn.Module):
-    """Conv stem -> optional spatial core -> conv -> global average pool: one image to a d-vector.
+    """Conv stem -> optional spatial core -> conv -> global max pool: one image to a d-vector.
 
     The stem halves the resolution until the feature map is at most 16 on a side
     (so a non-local block's HW x HW attention stays small); the conv after the
     spatial core lets what the core selected or re-weighted be recognised
-    before pooling throws the layout away.
+    before pooling throws the layout away.  Max, not mean, pooling: the object
+    is small on a cluttered canvas and a mean dilutes its evidence by the
+    canvas area (on cluttered_digits a mean-pooled encoder stayed at chance
+    for 200 steps where the max-pooled one reached ~48% train accuracy).
     """
 
     def __init__(self, channels: int, image_size: tuple[int, int], d: int, spatial: Core | None = None):
@@ -95,7 +98,7 @@ class FrameEncoder(nn.Module):
         f = self.stem(images)
         if self.spatial is not None:
             f = self.spatial(f)
-        return self.post(f).mean((-2, -1))
+        return self.post(f).amax((-2, -1))
 
 
 class ImageModel(nn.Module):

@@ -153,8 +153,8 @@ class TemporalAttention(Core):
         B, T, d = x.shape
         h = self.norm(x)
         gate = self.local(F.pad(h.transpose(1, 2), (self.params.kernel - 1, 0))).transpose(1, 2).sigmoid()
-        context = h.cumsum(1) / torch.arange(1, T + 1, device=x.device, dtype=h.dtype)[:, None]
-        q = self.q(context)
+        context = h.float().cumsum(1) / torch.arange(1, T + 1, device=x.device)[:, None]  # running mean, in fp32
+        q = self.q(context.to(h.dtype))
         k, v = self.kv(h).chunk(2, -1)
         v = gate * v
         if self.record:
