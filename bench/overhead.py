@@ -7,13 +7,14 @@ printed as ratios:
   launch   `amctl launch run` as a user types it: process start, embedded Ray, Tune, MLflow, store, dumps
 The launch command is timed with evaluation at the default cadence and with a single final evaluation.
 
-    python bench/overhead.py [--steps 2000]
+    python bench/overhead.py [--steps 1000] [--repeats 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,22 +69,28 @@ def launch(steps: int, extra: list[str]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=2, help="interleaved rounds; the median of each is shown")
     args = ap.parse_args()
     threads = os.cpu_count() or 1  # what `launch run` gives its single trial
     torch.set_num_threads(threads)
     spec = validate_run({"mechanism": {"name": "lstm"}, "task": {"name": "copy"}, "train": {"steps": args.steps}})
     once = validate_run({"mechanism": {"name": "lstm"}, "task": {"name": "copy"},
                          "train": {"steps": args.steps, "eval_every": args.steps}})
-    times = {
-        "plain PyTorch loop": plain(args.steps, spec),
-        "amctl loop, in-process, eval once": loop(args.steps, once),
-        "amctl loop, in-process, default eval": loop(args.steps, spec),
-        "amctl launch run, eval once": launch(args.steps, ["--set", f"train.eval_every={args.steps}"]),
-        "amctl launch run, default eval": launch(args.steps, []),
+    measures = {
+        "plain PyTorch loop": lambda: plain(args.steps, spec),
+        "amctl loop, in-process, eval once": lambda: loop(args.steps, once),
+        "amctl loop, in-process, default eval": lambda: loop(args.steps, spec),
+        "amctl launch run, eval once": lambda: launch(args.steps, ["--set", f"train.eval_every={args.steps}", "--fresh"]),
+        "amctl launch run, default eval": lambda: launch(args.steps, ["--fresh"]),
     }
+    samples: dict[str, list[float]] = {k: [] for k in measures}
+    for _ in range(args.repeats):  # interleaved, so slow drift in machine load hits every line alike
+        for what, fn in measures.items():
+            samples[what].append(fn())
+    times = {k: statistics.median(v) for k, v in samples.items()}
     base = times["plain PyTorch loop"]
-    print(f"lstm × copy, {args.steps} steps, batch {spec.train.batch_size}, {threads} threads")
+    print(f"lstm × copy, {args.steps} steps, batch {spec.train.batch_size}, {threads} threads, median of {args.repeats}")
     print(f"{'what':40s} {'wall s':>8s} {'÷ plain':>8s}")
     for what, t in times.items():
         print(f"{what:40s} {t:8.1f} {t / base:8.2f}")
