@@ -299,22 +299,72 @@ def cancel(name: Annotated[str, typer.Argument(help="Sweep name.")]) -> None:
 @app.command("report")
 def report(
     name: Annotated[str, typer.Argument(help="Sweep name.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable cell results.")] = False,
+    fmt: Annotated[str | None, typer.Option("--format", help="html|md|csv|json (default: a table; all with --out).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write report.<format> into this folder.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Cell results as JSON on stdout (same as --format json).")] = False,
 ) -> None:
-    """Cell results: median over seeds of each cell's test metric, per-seed values, best params, sizes."""
-    from amlab.platform.results import UnknownSweep, cell_results
+    """The comparison report: leaderboard with 95 % intervals, ties, chance, fairness, cost, curves, heatmaps, paper vs ours.
+
+    md, csv and json print to stdout unless --out is given; html is always written to a file (default
+    $AMCTL_HOME/reports/NAME/report.html).
+    """
+    from amlab.platform import report as rep
+    from amlab.platform.results import UnknownSweep
+    from amlab.platform.settings import Settings
+
+    if fmt is not None and fmt not in rep.FORMATS:
+        err.print(f"[red]error:[/] --format {fmt!r}; valid: {', '.join(rep.FORMATS)}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    fmt = "json" if as_json else fmt
+    settings = Settings.load()
+    try:
+        if out is not None or fmt == "html":
+            folder = out or settings.home / "reports" / name
+            for path in rep.write(settings, name, folder, (fmt,) if fmt else rep.FORMATS):
+                console.print(str(path), highlight=False, soft_wrap=True)
+            return
+        data = rep.collect(settings, name)
+    except UnknownSweep as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    if fmt is None:
+        _print_results(name, data["cells"])
+        for line in data["summary"]:
+            console.print(f"- {line}", highlight=False)
+        console.print(f"full report: amctl report {name} --format html", highlight=False)
+    else:
+        print({"json": lambda: rep.render_json(data["cells"]), "md": lambda: rep.render_md(data),
+               "csv": lambda: rep.render_csv(data)}[fmt](), end="" if fmt == "csv" else "\n")
+
+
+@app.command("compare")
+def compare(
+    a: Annotated[str, typer.Argument(help="First sweep.")],
+    b: Annotated[str, typer.Argument(help="Second sweep.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Two sweeps side by side: every mechanism × task cell of either, with intervals and the difference B - A."""
+    from amlab.platform.report import compare as side_by_side
+    from amlab.platform.report import fmt
+    from amlab.platform.results import UnknownSweep
     from amlab.platform.settings import Settings
     from amlab.platform.store import Store
 
     try:
-        results = cell_results(Store(Settings.load().db_url), name)
+        rows = side_by_side(Store(Settings.load().db_url), a, b)
     except UnknownSweep as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
     if as_json:
-        print(json.dumps(results, indent=1, default=str))
-    else:
-        _print_results(name, results)
+        print(json.dumps(rows, indent=1, default=str))
+        return
+    table = Table("mechanism", "task", "metric", a, b, f"{b} - {a}", "intervals", title=f"{a} vs {b}")
+    for r in rows:
+        diff = "-" if r["difference"] is None else f"{r['difference']:+.4g}"
+        overlap = {None: "-", True: "overlap (tie)", False: "separate"}[r["overlap"]]
+        table.add_row(r["mechanism"], r["task"], f"{r['metric']} {'↑' if r['higher_is_better'] else '↓'}",
+                      fmt(r["a"], r["metric"], r["a_ci"]), fmt(r["b"], r["metric"], r["b_ci"]), diff, overlap)
+    console.print(table)
 
 
 @list_app.command("presets")
@@ -446,19 +496,26 @@ def _status_table(rows: list[dict[str, Any]], name: str | None) -> Table:
 
 @app.command("ui")
 def ui(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+    port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default 5000; 8080 with --optuna).")] = None,
+    optuna_ui: Annotated[bool, typer.Option("--optuna", help="Serve optuna-dashboard over the cells' studies instead.")] = False,
     open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open a browser tab.")] = False,
 ) -> None:
-    """Serve the MLflow UI on loopback over amctl's tracking store (Ctrl-C stops it)."""
+    """Serve the MLflow UI (or optuna-dashboard) on loopback over amctl's stores (Ctrl-C stops it)."""
     import subprocess
 
     from amlab.platform.settings import Settings
 
     settings = Settings.load()
+    port = port or (8080 if optuna_ui else 5000)
     url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", settings.mlflow_uri, "--default-artifact-root", settings.artifacts, "--workers", "1"]
-    console.print(f"MLflow UI: {url}  (store: {settings.mlflow_uri})", highlight=False)
+    if optuna_ui:
+        dashboard = Path(sys.executable).with_name("optuna-dashboard")
+        cmd = [str(dashboard), "--host", "127.0.0.1", "--port", str(port), settings.optuna_url]
+        console.print(f"optuna-dashboard: {url}  (studies: {settings.optuna_url}, one per cell: SWEEP:CELL)", highlight=False)
+    else:
+        cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+               "--backend-store-uri", settings.mlflow_uri, "--default-artifact-root", settings.artifacts, "--workers", "1"]
+        console.print(f"MLflow UI: {url}  (store: {settings.mlflow_uri})", highlight=False)
     if open_browser:
         import webbrowser
 

@@ -20,6 +20,7 @@ import os
 import pickle
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -277,7 +278,9 @@ class CellScheduler(FIFOScheduler):
 
     def on_trial_result(self, controller, trial, result):
         a = self._asha(trial)
-        return a.on_trial_result(controller, trial, result) if a is not None else TrialScheduler.CONTINUE
+        if a is None or result.get("step", 0) >= trial.config["spec"]["train"]["steps"]:
+            return TrialScheduler.CONTINUE  # at max_t ASHA says STOP, which would cut off the final checkpoint and dumps
+        return a.on_trial_result(controller, trial, result)
 
     def on_trial_complete(self, controller, trial, result):
         if (a := self._asha(trial)) is not None:
@@ -470,6 +473,7 @@ def run_sweep(
     store, client = ctx.store, ctx.client
     if not pending:
         finalize(ctx, cells)
+        publish_report(ctx)
         return SweepOutcome(spec.name, "FINISHED", ctx.sweep_run_id, skipped, [])
     with store.session() as s:
         sweep = store.sweep(s, spec.name)
@@ -516,6 +520,7 @@ def run_sweep(
     finally:
         _DISPLAYS.pop(spec.name, None)
     status = finalize(ctx, cells, interrupted=interrupted)
+    publish_report(ctx)
     return SweepOutcome(spec.name, status, ctx.sweep_run_id, skipped, [c.key for c in pending], concurrency)
 
 
@@ -552,6 +557,20 @@ def finalize(ctx: SweepContext, cells: list[CellPlan], interrupted: bool = False
         s.commit()
     client.set_terminated(ctx.sweep_run_id, status=final)
     return final
+
+
+def publish_report(ctx: SweepContext) -> None:
+    """Log the comparison report (html, md, csv, json) under `report/` of the sweep's MLflow run.
+
+    The cells are already stored when this runs, so a report that cannot be
+    built only warns: `amctl report NAME` rebuilds it from the store.
+    """
+    from amlab.platform import report
+
+    try:
+        report.publish(ctx.settings, ctx.sweep, ctx.sweep_run_id)
+    except Exception as e:  # see the docstring: the results are safe, only their rendering failed
+        warnings.warn(f"sweep {ctx.sweep}: the report was not published: {type(e).__name__}: {e}", stacklevel=2)
 
 
 def aggregate(cell: Cell, plan: CellPlan) -> str:

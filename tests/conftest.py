@@ -42,3 +42,33 @@ def ray_local(settings):
     ensure_ray(settings)
     yield ray
     ray.shutdown()
+
+
+REPORT_SWEEP = "reportgrid"
+
+
+@pytest.fixture(scope="session")
+def report_dir(ray_local, settings, tmp_path_factory):
+    """One real small sweep (lstm, transformer × copy, mqar; 2 seeds) and its report in every format via the CLI.
+
+    Shared by the report and browser tests so the sweep runs once per session.
+    """
+    from typer.testing import CliRunner
+
+    import amctl
+    from amlab.platform.spec import validate_sweep
+    from amlab.platform.sweep import run_sweep
+
+    spec, cells, _ = validate_sweep({
+        "name": REPORT_SWEEP,
+        "mechanisms": {"lstm": {"d_model": 16}, "transformer": {"d_model": 16, "heads": 2}},
+        "tasks": {"copy": {"max_len": 4, "test_lens": [4, 8]}, "mqar": {"vocab_size": 64, "seq_len": 16, "num_kv_pairs": 2}},
+        "seeds": [0, 1],
+        "train": {"steps": 30, "batch_size": 8, "eval_every": 10, "log_every": 10, "eval_batches": 1},
+        "search": {"trials": 2, "scheduler": "asha", "grace_evals": 1, "reduction_factor": 2},
+    })
+    assert run_sweep(spec, cells, settings).status == "FINISHED"
+    out = tmp_path_factory.mktemp("report")
+    res = CliRunner().invoke(amctl.app, ["report", REPORT_SWEEP, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    return out
