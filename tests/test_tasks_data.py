@@ -295,6 +295,16 @@ def test_babi_test_and_val_stories_never_occur_in_training():
     assert not (train & test) and not (train & val) and not (val & test)
 
 
+@pytest.mark.parametrize("family", [1, 2, 3])
+def test_babi_stories_lie_in_their_splits_part_of_the_story_space(family):
+    # the partition, recomputed here: polynomial hash (base 1_000_003 mod 2^31-1) of the story tokens, mod 10
+    task = build("babi", family=family)
+    n = task.params.facts * 8
+    for split, part in {"train": range(8), "val": [8], "test": [9]}.items():
+        for row in batch_of(task, family, 32, split).inputs[:, :n].tolist():
+            assert sum(t * pow(1_000_003, i, 2**31 - 1) for i, t in enumerate(row)) % (2**31 - 1) % 10 in part
+
+
 def test_babi_chance_is_the_error_of_always_naming_one_place():
     task = build("babi", family=2)
     answers = torch.cat([batch_of(task, i, 128, "val").meta["answer"] for i in range(8)])

@@ -10,6 +10,7 @@ that it carried the object, and its move to LOCATION), as in bAbI.
 
 from __future__ import annotations
 
+import math
 import re
 from functools import cache, lru_cache
 from pathlib import Path
@@ -39,7 +40,10 @@ _PHRASES = (
     [["dropped", "the"], ["discarded", "the"], ["left", "the"], ["put", "down", "the"]],
 )
 MOVE, PICK, DROP = 0, 1, 2
-UNSEEN, HELD = -2, -1  # object states besides lying at a location
+UNSEEN = (1 << len(LOCATIONS)) - 1  # state of an object never picked up yet: it may be picked up anywhere
+LOC_BIT = np.array([1 << loc for loc in range(len(LOCATIONS))] + [0])  # [-1]: a person not yet placed is nowhere
+NEXT = np.array([[(here + 1 + d % (len(LOCATIONS) - 1)) % len(LOCATIONS) for d in range(len(LOCATIONS))]
+                 for here in range(len(LOCATIONS))] + [list(range(len(LOCATIONS)))])  # [here, draw] -> where a move goes
 
 
 def _row(codes: list) -> list[int]:
@@ -47,15 +51,19 @@ def _row(codes: list) -> list[int]:
     return ids + [0] * (SENTENCE_LEN - len(ids))
 
 
-TEMPLATES = torch.tensor([_row([_P, *phrase, _L if action == MOVE else _O, "."])
-                          for action, phrases in enumerate(_PHRASES) for phrase in phrases])
-QUESTIONS = {  # right-aligned so that "?" is the last input token and the answer is predicted there
-    1: torch.tensor(_row(["where", "is", _P, "?"])).roll(4),
-    2: torch.tensor(_row(["where", "is", "the", _O, "?"])).roll(3),
-    3: torch.tensor(_row(["where", "was", "the", _O, "before", "the", _L, "?"])),
+TEMPLATES = np.array([_row([_P, *phrase, _L if action == MOVE else _O, "."])
+                      for action, phrases in enumerate(_PHRASES) for phrase in phrases])  # row: action * 4 + phrasing
+FILLER_AT = (TEMPLATES < _P).argmax(1)  # each template's location / object position (the person is always first)
+_QUESTIONS = {  # right-aligned so that "?" is the last input token and the answer is predicted there
+    1: np.roll(_row(["where", "is", _P, "?"]), 4),
+    2: np.roll(_row(["where", "is", "the", _O, "?"]), 3),
+    3: np.array(_row(["where", "was", "the", _O, "before", "the", _L, "?"])),
 }
+QUESTIONS = {f: (q, (q == _P) | (q == _O), q == _L) for f, q in _QUESTIONS.items()}  # words, subject slot, place slot
 SPLIT_BUCKETS = {"train": range(0, 8), "val": range(8, 9), "test": range(9, 10)}  # story hash mod 10
 HASH_P, HASH_BASE = 2_147_483_647, 1_000_003
+MISS = 0.005  # chance that none of a world's random phrasings lands in the split's buckets (the world is then dropped)
+ANSWERABLE_GUESS = {1: 1.0, 2: 0.8, 3: 0.4}  # first guess of the fraction of worlds with a question (default sizes)
 
 
 class BabiParams(Params):
@@ -123,20 +131,29 @@ class Babi(Task):
 # -- generated stories ----------------------------------------------------------------------------------
 
 def generate(gen: torch.Generator, n: int, split: str, family: int, facts: int, actors: int):
-    """n stories of the split's hash bucket: (tokens (n, (facts+1)*8), answer (n,), support (n, 3))."""
+    """n stories of the split's hash bucket: (tokens (n, (facts+1)*8), answer (n,), support (n, 3)).
+
+    Candidate worlds are simulated, then worded so as to land in the split's
+    bucket (`phrase`); worlds without an answerable question, or without an
+    in-bucket wording among `tries`, are dropped and more are drawn.
+    """
     if split not in SPLIT_BUCKETS:
         raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLIT_BUCKETS)}")
-    buckets = torch.tensor(list(SPLIT_BUCKETS[split]))
-    kept, have, rate = [], 0, len(buckets) / 10  # rate: the expected fraction of candidates kept, refined as we go
+    buckets = SPLIT_BUCKETS[split]
+    tries = math.ceil(math.log(MISS) / math.log(1 - len(buckets) / 10))
+    kept, have, rate = [], 0, ANSWERABLE_GUESS[family]  # rate: the expected fraction of worlds kept, refined as we go
     for _ in range(20):
-        m = int((n - have) / rate * 1.25) + 16
-        tokens, answer, support, valid = simulate(gen, m, family, facts, actors)
-        keep = valid & torch.isin(story_hash(tokens[:, : facts * SENTENCE_LEN]) % 10, buckets)
-        kept.append((tokens[keep], answer[keep], support[keep]))
-        have += int(keep.sum())
-        if have >= n:
-            return tuple(torch.cat(parts)[:n] for parts in zip(*kept, strict=True))
-        rate = max(int(keep.sum()) / m, 0.01)
+        m = math.ceil((n - have) / rate * 1.1) + 8
+        act, actor, filler, question, answer, support, valid = simulate(gen, m, family, facts, actors)
+        keep = np.flatnonzero(valid)[: n - have + 4]  # spares for worlds that find no in-bucket phrasing
+        template, inside = phrase(gen, act[keep], actor[keep], filler[keep], buckets, tries)
+        template, keep = template[inside][: n - have], keep[inside][: n - have]
+        story = sentences(template, actor[keep], filler[keep]).reshape(len(keep), -1)
+        kept.append((np.concatenate([story, question[keep]], 1), answer[keep], support[keep]))
+        have += len(keep)
+        if have == n:
+            return tuple(torch.from_numpy(np.concatenate(parts)) for parts in zip(*kept, strict=True))
+        rate = max(len(keep) / m, 0.01)
     raise RuntimeError(f"babi: too few answerable stories of family {family} with {facts} facts; use more facts")
 
 
@@ -153,91 +170,123 @@ def story_hash(tokens: torch.Tensor) -> torch.Tensor:
     return (tokens * _powers(tokens.shape[1])).sum(1) % HASH_P
 
 
+@lru_cache(maxsize=16)
+def _sentence_terms(facts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`story_hash` split by sentence t and template r: fixed words' term (F, 12), person's weight (F, 1), filler's (F, 12)."""
+    w = _powers(facts * SENTENCE_LEN).numpy().reshape(facts, SENTENCE_LEN)
+    return (w @ np.maximum(TEMPLATES, 0).T) % HASH_P, w[:, :1], w[:, FILLER_AT]
+
+
+def phrase(gen: torch.Generator, act: np.ndarray, actor: np.ndarray, filler: np.ndarray, buckets: range, tries: int):
+    """Pick each sentence's phrasing (template row) so that the story's `story_hash` falls in `buckets`.
+
+    The hash is a sum of per-sentence terms, so the four phrasings of every
+    sentence are hashed once, and `tries` independent uniform phrasings of a
+    story cost one gather and one sum; the first that lands in the buckets is
+    kept, which is a uniform draw among the story's in-bucket phrasings (so
+    the split's stories keep the generator's distribution, up to weighting
+    each world by its chance of a hit, 1 - (1 - f)^tries with f its share of
+    in-bucket phrasings: about 1 - `MISS` for every world with more than a
+    few sentences).  Returns templates (n, facts) and whether one landed (n,).
+    """
+    n, F = act.shape
+    fixed, person_w, filler_w = _sentence_terms(F)
+    at = np.arange(F)[:, None]
+    template = act[..., None] * 4 + np.arange(4)  # (n, F, 4)
+    terms = (fixed[at, template] + (ID[PEOPLE[0]] + actor[..., None]) * person_w + filler[..., None] * filler_w[at, template])
+    choice = torch.randint(4, (n, tries, F), generator=gen).numpy()
+    h = (terms % HASH_P).reshape(-1)[np.arange(0, n * F * 4, F * 4)[:, None, None] + 4 * at[:, 0] + choice]
+    h = h.sum(2) % HASH_P % 10
+    hit = (h >= buckets.start) & (h < buckets.stop)
+    return act * 4 + choice[np.arange(n), hit.argmax(1)], hit.any(1)
+
+
+def sentences(template: np.ndarray, actor: np.ndarray, filler: np.ndarray) -> np.ndarray:
+    """The words (n, F, 8) of templates filled with their person and location / object."""
+    words = TEMPLATES[template]
+    return np.where(words >= 0, words, np.where(words == _P, ID[PEOPLE[0]] + actor[..., None], filler[..., None]))
+
+
 def simulate(gen: torch.Generator, n: int, family: int, facts: int, actors: int):
     """Play n random worlds for `facts` sentences (vectorised over stories) and ask one question of each.
 
-    Returns tokens, answer token, supporting sentence indices (n, 3), and
-    whether the story has an answerable question (family 2/3 need an object
-    that was picked up / carried somewhere).  Random draws come from `gen`;
-    the sequential world update runs on numpy views, whose per-op overhead
-    is a fraction of torch's for arrays this small.
+    Returns each sentence's action and person (n, facts), its location or
+    object token, the question tokens (n, 8), the answer token, supporting
+    sentence indices (n, 3), and whether the story has an answerable
+    question (family 2/3 need an object that was picked up / carried
+    somewhere).  Random draws come from `gen`.  A person's first sentence is
+    always a move, so in family 1 (moves only) locations are cumulative sums
+    and need no loop.  Families 2/3 loop over sentences with the few numpy
+    ops that decide each action (objects' whereabouts as bitmasks, so one
+    `&` finds the candidates; numpy's per-op overhead is a fraction of
+    torch's for arrays this small); answers and supporting facts are then
+    read off the recorded actions.
     """
-    F, L = facts, len(LOCATIONS)
-    actor_t = torch.randint(actors, (n, F), generator=gen)
-    u = torch.rand(n, F, generator=gen).numpy()
-    draw = torch.randint(L, (n, F), generator=gen).numpy()
-    obj_key = torch.rand(n, F, actors, generator=gen).numpy()
-    key = torch.rand(n, actors, generator=gen).numpy()
-    q1 = torch.randint(F, (n,), generator=gen).numpy()
-    phrasing = torch.randint(4, (n, F), generator=gen)
-    actor, rows = actor_t.numpy(), np.arange(n)
-    want = np.where(u < 0.5, MOVE, np.where(u < 0.8, PICK, DROP)) if family > 1 else np.zeros((n, F), np.int64)
-    none = np.full((n, actors), -1)
-    loc, last_move = none.copy(), none.copy()  # per person; location -1: not yet mentioned
-    spot = np.full((n, actors), UNSEEN)  # per object: location where it lies, HELD, or UNSEEN (never picked up yet)
-    holder, pick_t, drop_t, drop_move = none.copy(), none.copy(), none.copy(), none.copy()
-    tr_src, tr_prev, tr_pick, tr_move = none.copy(), none.copy(), none.copy(), none.copy()  # latest carried move
-    act, obj, dest = (np.zeros((n, F), np.int64) for _ in range(3))
-    for t in range(F):
-        a = actor[:, t]
-        here = loc[rows, a]
-        mine = holder == a[:, None]
-        free = ((spot == here[:, None]) | (spot == UNSEEN)) & (here >= 0)[:, None]
-        kind = want[:, t].copy()
-        kind[(kind == PICK) & ~free.any(1)] = MOVE
-        kind[(kind == DROP) & ~mine.any(1)] = MOVE
-        o = np.where(np.where(kind[:, None] == PICK, free, mine), obj_key[:, t], -1.0).argmax(1)
-        new = np.where(here < 0, draw[:, t], (here + 1 + draw[:, t] % (L - 1)) % L)
-        carried = mine & (kind == MOVE)[:, None]
-        tr_src = np.where(carried, here[:, None], tr_src)
-        tr_prev = np.where(carried, last_move[rows, a][:, None], tr_prev)
-        tr_pick = np.where(carried, pick_t, tr_pick)
-        tr_move[carried] = t
-        m, p, d = kind == MOVE, kind == PICK, kind == DROP
-        loc[rows[m], a[m]] = new[m]
-        last_move[rows[m], a[m]] = t
-        holder[rows[p], o[p]], spot[rows[p], o[p]], pick_t[rows[p], o[p]] = a[p], HELD, t
-        holder[rows[d], o[d]], spot[rows[d], o[d]], drop_t[rows[d], o[d]] = -1, here[d], t
-        drop_move[rows[d], o[d]] = last_move[rows[d], a[d]]
-        act[:, t], obj[:, t], dest[:, t] = kind, o, new
-    # one question per story, about a random eligible subject
+    F, L, A = facts, len(LOCATIONS), actors  # arrays are time-major: (F, n, ...)
+    rows, steps = np.arange(n), np.arange(F)[:, None]
     support = np.full((n, 3), -1)
     if family == 1:
-        q = actor[rows, q1]
-        answer, valid = loc[rows, q], np.ones(n, bool)
-        support[:, 0] = last_move[rows, q]
-    elif family == 2:
-        eligible = pick_t >= 0
-        q = np.where(eligible, key, -1.0).argmax(1)
-        h = holder[rows, q]
-        held = h >= 0
-        answer = np.where(held, loc[rows, np.maximum(h, 0)], spot[rows, q])
-        support[:, :2] = np.sort(np.where(
-            held[:, None],
-            np.stack([pick_t[rows, q], last_move[rows, np.maximum(h, 0)]], 1),
-            np.stack([drop_t[rows, q], drop_move[rows, q]], 1),
-        ), 1)
-        valid = eligible.any(1)
+        draw = torch.randint(A * L, (F, n), generator=gen).numpy()
+        actor, draw = draw % A, draw // A
+        q = actor[torch.randint(F, (n,), generator=gen).numpy(), rows]
+        own = actor[..., None] == np.arange(A)  # (F, n, A): sentence t is about person a
+        first = own.argmax(0)[rows, actor] == steps
+        step = np.where(first, draw + 1, 1 + draw % (L - 1))  # a move goes to (here + step) % L, here = -1 before the first
+        dest = ((own * step[..., None]).cumsum(0) - 1)[own].reshape(F, n) % L
+        support[:, 0] = np.where(actor == q, steps, -1).max(0)
+        act, obj, valid = np.full((F, n), MOVE), np.zeros((F, n), np.int64), np.ones(n, bool)
+        answer, place = dest[support[:, 0], rows], q
     else:
-        eligible = tr_move >= 0
-        q = np.where(eligible, key, -1.0).argmax(1)
-        answer = tr_src[rows, q]
-        support = np.sort(np.stack([tr_prev[rows, q], tr_pick[rows, q], tr_move[rows, q]], 1), 1)
-        valid = eligible.any(1)
-    act, obj, dest, q = (torch.from_numpy(x) for x in (act, obj, dest, q))
-    where_to = dest[torch.arange(n), torch.from_numpy(tr_move)[torch.arange(n), q].clamp_min(0)]
-    # words: fill each sentence's template with its person, location and object
-    story = TEMPLATES[act * 4 + phrasing]
-    story = torch.where(story == _P, ID[PEOPLE[0]] + actor_t[..., None], story)
-    story = torch.where(story == _L, ID[LOCATIONS[0]] + dest[..., None], story)
-    story = torch.where(story == _O, ID[OBJECTS[0]] + obj[..., None], story)
-    question = QUESTIONS[family].expand(n, SENTENCE_LEN)
-    question = torch.where(question == _P, ID[PEOPLE[0]] + q[:, None], question)
-    question = torch.where(question == _O, ID[OBJECTS[0]] + q[:, None], question)
-    question = torch.where(question == _L, ID[LOCATIONS[0]] + where_to[:, None], question)
-    tokens = torch.cat([story.reshape(n, F * SENTENCE_LEN), question], 1)
-    answer = ID[LOCATIONS[0]] + torch.from_numpy(answer).clamp_min(0)
-    return tokens, answer, torch.from_numpy(support), torch.from_numpy(valid)
+        draw = torch.randint(A * L * 10, (F, n), generator=gen).numpy()
+        actor, want = draw % A, draw // (A * L)  # want: 0-4 move, 5-7 pick up, 8-9 drop
+        draw, want = draw // A % L, want // 5 + want // 8
+        keys = 1 - torch.rand(F + 1, n, A, generator=gen).numpy()  # in (0, 1], so 0 can mark "not a candidate"
+        wants_pick, hold = want == PICK, 1 << (L + actor)  # hold: the state bit of "held by this sentence's person"
+        state = np.full((n, A), UNSEEN)  # per object, a bitmask: bit l < L lies at location l, bit L + p held by person p
+        flat, loc, base = state.reshape(-1), np.full(n * A, -1), rows * A
+        at = base + actor
+        act, obj, dest = np.zeros((F, n), np.int64), np.zeros((F, n), np.int64), np.zeros((F, n), np.int64)
+        holds = np.zeros((F, n, A), np.int64) if family == 3 else None
+        for t in range(F):  # candidates: objects lying here (to pick up) or held (to drop); with none the person moves
+            i, wp, hb = at[t], wants_pick[t], hold[t]
+            here = loc[i]
+            bit = LOC_BIT[here]  # 0 before a person's first move: nothing to pick up
+            score = np.where(state & np.where(wp, bit, hb)[:, None], keys[t], 0.0)
+            o = score.argmax(1)
+            j = base + o
+            act[t] = a = want[t] * (score.take(j) > 0)
+            new = NEXT[here, draw[t]]
+            loc[i] = np.where(a, here, new)
+            flat[j] = np.where(a, np.where(wp, hb, bit), flat[j])
+            obj[t], dest[t] = o, new
+            if holds is not None:
+                holds[t] = state & hb[:, None]  # what the person holds (after a pick-up / drop; unchanged by a move)
+        move = act == MOVE
+        if family == 2:
+            valid = (state != UNSEEN).any(1)
+            q = np.where(state != UNSEEN, keys[F], -1.0).argmax(1)
+            held = state[rows, q] > UNSEEN
+            event = np.where((act == np.where(held, PICK, DROP)) & (obj == q), steps, -1).max(0)  # latest pick-up / drop
+            by = move & (actor == actor[event, rows]) & (steps <= np.where(held, F - 1, event))
+            last = np.where(by, steps, -1).max(0)  # where its holder / dropper was last moved to
+            answer, place = dest[last, rows], q
+            support[:, 0], support[:, 1] = np.minimum(event, last), np.maximum(event, last)
+        else:
+            trip = np.where((holds > 0) & move[..., None], steps[..., None], -1).max(0)  # (n, A) latest carried move
+            valid = (trip >= 0).any(1)
+            q = np.where(trip >= 0, keys[F], -1.0).argmax(1)
+            tm = np.maximum(trip[rows, q], 0)
+            earlier = steps < tm
+            prev = np.where(move & (actor == actor[tm, rows]) & earlier, steps, -1).max(0)
+            picked = np.where((act == PICK) & (obj == q) & earlier, steps, -1).max(0)
+            answer, place = dest[prev, rows], dest[tm, rows]
+            support[:, 0], support[:, 1], support[:, 2] = np.minimum(prev, picked), np.maximum(prev, picked), tm
+    filler = np.where(act == MOVE, ID[LOCATIONS[0]] + dest, ID[OBJECTS[0]] + obj).T
+    words, is_subject, is_place = QUESTIONS[family]
+    subject = ID[PEOPLE[0] if family == 1 else OBJECTS[0]] + q[:, None]
+    question = np.where(is_subject, subject, np.where(is_place, ID[LOCATIONS[0]] + place[:, None], words))
+    act, actor = act.T, actor.T
+    return act, actor, filler, question, ID[LOCATIONS[0]] + answer, support, valid
 
 
 # -- the real bAbI files ---------------------------------------------------------------------------------
