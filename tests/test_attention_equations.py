@@ -221,3 +221,19 @@ def test_non_local_sdpa_equals_explicit():
     core.record = True
     slow = core(x)
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["additive_attention", "hard_attention", "hierarchical_attention", "sha_rnn", "fast_weights",
+                                  "temporal_attention"])
+def test_bf16_autocast_whole_and_chunked(name):
+    """fp32 carried state meets bf16 activations; CPU bf16 autocast stands in where no GPU is visible."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    core = build(name, d_model=16).to(device)
+    x = torch.randn(2, 9, 16, device=device)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        y, state = core(x[:, :4])
+        y2, _ = core(x[:, 4:], state)
+        aux = core.auxiliary_loss(torch.rand(2, device=device))
+    (y.float().sum() + y2.float().sum() + (0 if aux is None else aux)).backward()
+    assert torch.isfinite(y.float()).all() and torch.isfinite(y2.float()).all()
+    assert all(torch.isfinite(p.grad).all() for p in core.parameters() if p.grad is not None)

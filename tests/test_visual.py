@@ -197,3 +197,17 @@ def test_incompatible_pairs_name_both(mechanism, task):
     with pytest.raises(IncompatibleCell) as err:
         build_model(mechanism, entry.params(), task_obj, task)
     assert mechanism in str(err.value) and task in str(err.value)
+
+
+@pytest.mark.parametrize(("mechanism", "task"), CELLS)
+def test_bf16_autocast(mechanism, task):
+    """Mixed dtypes (fp32 states, bf16 matmuls) survive autocast; CPU bf16 stands in where no GPU is visible."""
+    model, task_obj = make(mechanism, task)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+    b = batch(task_obj).to(device)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        logits, loss = loss_of(model, b)
+    loss.backward()
+    assert torch.isfinite(logits.float()).all() and torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
