@@ -111,6 +111,43 @@ def pick_device(wanted: str) -> torch.device:
     return torch.device("cuda" if wanted != "cpu" and torch.cuda.is_available() else "cpu")
 
 
+# -- live metrics for Prometheus / Grafana --------------------------------------------------------
+
+class RayMetrics:
+    """Throughput, loss, step and GPU memory as Ray metrics, exported to Prometheus as `ray_amctl_*`.
+
+    Only inside Ray (a Tune trial or a Train worker): a LocalSession without
+    Ray records nothing.  dashboards/grafana/amctl.json plots them.
+    """
+
+    KEYS = ("mechanism", "task", "seed", "rank", "run")
+
+    def __init__(self, spec: RunSpec, rank: int, run_id: str):
+        from ray.util import metrics
+
+        self.tags = {"mechanism": spec.mechanism.name, "task": spec.task.name, "seed": str(spec.train.seed),
+                     "rank": str(rank), "run": run_id}
+        gauge = lambda name, what: metrics.Gauge(f"amctl_{name}", what, tag_keys=self.KEYS)  # noqa: E731
+        self.gauges = {"train/steps_per_s": gauge("steps_per_s", "training steps per second"),
+                       "train/loss": gauge("train_loss", "training loss, mean since the last log"),
+                       "step": gauge("train_step", "optimizer steps done"),
+                       "gpu": gauge("gpu_memory_bytes", "peak GPU memory allocated by this process")}
+
+    @classmethod
+    def if_in_ray(cls, spec: RunSpec, rank: int, run_id: str) -> RayMetrics | None:
+        import ray
+
+        return cls(spec, rank, run_id) if ray.is_initialized() else None
+
+    def record(self, metrics: dict[str, float], step: int, device: torch.device) -> None:
+        values = {**metrics, "step": step}
+        if device.type == "cuda":
+            values["gpu"] = torch.cuda.max_memory_allocated(device)
+        for key, gauge in self.gauges.items():
+            if key in values:
+                gauge.set(float(values[key]), tags=self.tags)
+
+
 # -- pieces of the loop ---------------------------------------------------------------------------
 
 def make_optimizer(model: nn.Module, t: TrainSpec) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
@@ -200,6 +237,7 @@ def train_loop(config: dict[str, Any]) -> None:
     device = session.device(t.device)
     log = RunLogger(**config["tracking"]) if config.get("tracking") and rank == 0 else None
     objective = config.get("objective")
+    live = RayMetrics.if_in_ray(spec, rank, (config.get("tracking") or {}).get("run_id", ""))
 
     # model, optimizer, data: identical init on every rank; each rank draws its own shard
     torch.manual_seed(t.seed)
@@ -246,6 +284,8 @@ def train_loop(config: dict[str, Any]) -> None:
             metrics = {"train/loss": window_loss / window_n, "train/steps_per_s": window_n / (now - tick),
                        "train/lr": sched.get_last_lr()[0]}
             window_loss, window_n, tick = 0.0, 0, now
+            if live:
+                live.record(metrics, done, device)
             checkpoint = None
             if is_eval:
                 evals += 1

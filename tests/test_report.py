@@ -151,6 +151,10 @@ def test_report_from_a_real_sweep_in_every_format(report_dir, settings):
         run_id = Store(settings.db_url).sweep(s, SWEEP).mlflow_run_id
     logged = {a.path for a in client.list_artifacts(run_id, "report")}
     assert logged == {f"report/report.{f}" for f in report.FORMATS}
+    with Store(settings.db_url).session() as s:  # ASHA must not cut off a full-length trial before its dumps
+        full = [t.mlflow_run_id for c in Store(settings.db_url).sweep(s, SWEEP).cells for t in c.trials
+                if t.status == "FINISHED" and not t.early_stopped]
+    assert len(full) >= 8 and all(client.list_artifacts(r, "dumps") for r in full)
 
 
 @pytest.mark.ray
