@@ -17,6 +17,7 @@ import os
 import re
 import tempfile
 from datetime import datetime, timezone
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from amlab.platform.store import Store
 from amlab.workloads.registry import TASKS
 
 FORMATS = ("html", "md", "csv", "json")
-TEMPLATE = Path(__file__).resolve().parent.parent / "dashboards" / "report.html.j2"
+TEMPLATE = "report.html.j2"  # in dashboards/, installed as the package data of amlab.dashboards
 TARGET_FRACTION = 0.9  # "solves": 90 % of the way from chance to a perfect score
 MIN_IMPORTANCE_TRIALS = 4  # fANOVA on fewer completed trials says nothing
 PERCENT = {"accuracy", "error"}
@@ -355,10 +356,10 @@ def mark(c: dict[str, Any]) -> str:
 def render_html(data: dict[str, Any], settings: Settings) -> str:
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE.parent), autoescape=True,
-                             undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    template = env.from_string(resources.files("amlab.dashboards").joinpath(TEMPLATE).read_text())
     mechanisms, tasks, grid = matrix(data)
-    return env.get_template(TEMPLATE.name).render(
+    return template.render(
         d=data, mechanisms=mechanisms, grid=grid, task_info={t["task"]: t for t in data["tasks"]},
         plots=plots(data), heatmaps=heatmaps(data, settings), fmt=fmt, count=_count, mark=mark, secs=_secs,
         min_trials=MIN_IMPORTANCE_TRIALS, target_fraction=TARGET_FRACTION,

@@ -1,0 +1,1 @@
+"""Things people look at: the report template and Grafana dashboards (installed as amlab.dashboards)."""
