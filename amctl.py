@@ -23,6 +23,9 @@ launch_app = typer.Typer(help="Launch training: one run, or a sweep.", no_args_i
 list_app = typer.Typer(help="List what amctl knows: mechanisms, tasks, presets.", no_args_is_help=True)
 app.add_typer(launch_app, name="launch")
 app.add_typer(list_app, name="list")
+cluster_app = typer.Typer(help="Bring a Ray cluster up or down, or show it (wraps `ray up/down/status`).",
+                          no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
 console = Console()
 err = Console(stderr=True)
 
@@ -70,9 +73,15 @@ def launch_run(
             data["mechanism"] = {**(data.get("mechanism") or {}), "name": mechanism}
         if task:
             data["task"] = {**(data.get("task") or {}), "name": task}
-        run_spec = validate_run(apply_overrides(data, set_ or []))
+        data = apply_overrides(data, set_ or [])
+        run_spec = validate_run(data)
     except SpecError as e:
         raise bad_input(e.problems) from None
+    from amlab.platform.launch import run_name
+    from amlab.platform.remote import jobs_address
+
+    if url := jobs_address(address):
+        raise typer.Exit(_submit(url, "run", run_name(run_spec), data, ["--fresh"] * fresh + ["--json"] * as_json))
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -178,6 +187,10 @@ def _run_sweep(data: dict[str, Any], address: str | None, as_json: bool) -> None
         raise bad_input(e.problems) from None
     for n in notices:
         err.print(f"[yellow]notice:[/] {n}", highlight=False)
+    from amlab.platform.remote import jobs_address
+
+    if url := jobs_address(address):
+        raise typer.Exit(_submit(url, "sweep", spec.name, data, ["--json"] * as_json))
 
     from rich.live import Live
 
@@ -220,6 +233,34 @@ def _run_sweep(data: dict[str, Any], address: str | None, as_json: bool) -> None
         raise typer.Exit(EXIT_INTERRUPTED)
     if outcome.status != "FINISHED":
         raise typer.Exit(EXIT_FAILED)
+
+
+def _remote(fn, *args):
+    """Call a platform.remote function; a problem the user can fix (address, token, name) is exit 2."""
+    from amlab.platform.remote import RemoteError
+
+    try:
+        return fn(*args)
+    except RemoteError as e:
+        err.print(f"[red]error:[/] {e}", highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _submit(url: str, kind: str, name: str, data: dict[str, Any], args: list[str]) -> int:
+    """Submit a validated launch as a Ray job, stream its log here, and return the job's exit code."""
+    from amlab.platform import remote
+
+    job = _remote(remote.submit, url, kind, name, data, args)
+    err.print(f"submitted {kind} {name} to {url} as job [bold]{job}[/]; streaming its log "
+              f"(Ctrl-C detaches; `amctl cancel {name}` stops it)", highlight=False)
+    try:
+        _remote(remote.follow, url, job, lambda chunk: (sys.stdout.write(chunk), sys.stdout.flush()))
+    except KeyboardInterrupt:
+        err.print(f"detached; job {job} keeps running: amctl logs {job} --follow", highlight=False)
+        return EXIT_INTERRUPTED
+    end = _remote(remote.outcome, url, job)
+    err.print(f"job {job}: {end.status}" + (f" (exit code {end.exit_code})" if end.exit_code else ""), highlight=False)
+    return 0 if end.status == "SUCCEEDED" else EXIT_INTERRUPTED if end.status == "STOPPED" else (end.exit_code or EXIT_FAILED)
 
 
 def _print_results(name: str, results: list[dict[str, Any]]) -> None:
@@ -279,11 +320,19 @@ def _recorded_spec(name: str) -> dict[str, Any]:
 
 
 @app.command("cancel")
-def cancel(name: Annotated[str, typer.Argument(help="Sweep name.")]) -> None:
+def cancel(
+    name: Annotated[str, typer.Argument(help="Sweep name; with a cluster address also a run name or a job id.")],
+    address: Annotated[str | None, typer.Option("--address", help="Ray dashboard URL (http://HEAD:8265).")] = None,
+) -> None:
     """Stop a running sweep: its driver stops the trials, marks them KILLED, and the sweep stays resumable."""
+    from amlab.platform import remote
     from amlab.platform.settings import Settings
     from amlab.platform.store import Store
 
+    if url := remote.jobs_address(address):
+        job, final = _remote(remote.cancel, url, name)
+        console.print(f"job {job}: {final}", highlight=False)
+        return
     _recorded_spec(name)
     store = Store(Settings.load().db_url)
     with store.session() as s:
@@ -294,6 +343,54 @@ def cancel(name: Annotated[str, typer.Argument(help="Sweep name.")]) -> None:
         store.set_status(s, sweep, "CANCELLING")
         s.commit()
     console.print(f"sweep {name}: cancel requested; its driver stops within a few seconds")
+
+
+def _jobs_url(address: str | None) -> str:
+    from amlab.platform.remote import jobs_address
+
+    url = jobs_address(address)
+    if url is None:
+        err.print("[red]error:[/] no cluster: give --address http://HEAD:8265 or set RAY_ADDRESS to the dashboard URL")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    return url
+
+
+@app.command("jobs")
+def jobs(
+    address: Annotated[str | None, typer.Option("--address", help="Ray dashboard URL; default: RAY_ADDRESS.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Jobs on a Ray cluster (newest first): amctl launches carry their sweep or run name."""
+    from amlab.platform import remote
+
+    rows = _remote(remote.jobs, _jobs_url(address))
+    if as_json:
+        print(json.dumps(rows, indent=1, default=str))
+        return
+    table = Table("job", "status", "kind", "name", "entrypoint", title="Ray jobs")
+    for r in rows:
+        table.add_row(r["job"] or "-", r["status"], r["kind"] or "-", r["name"] or "-", r["entrypoint"])
+    console.print(table)
+
+
+@app.command("logs")
+def logs(
+    job: Annotated[str, typer.Argument(help="Job id (amctl jobs).")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming until the job ends.")] = False,
+    address: Annotated[str | None, typer.Option("--address", help="Ray dashboard URL; default: RAY_ADDRESS.")] = None,
+) -> None:
+    """A Ray job's log (driver output), whole or followed."""
+    from amlab.platform import remote
+
+    url = _jobs_url(address)
+    text = _remote(remote.logs, url, job)
+    if not follow:
+        sys.stdout.write(text)
+        return
+    try:
+        _remote(remote.follow, url, job, lambda chunk: (sys.stdout.write(chunk), sys.stdout.flush()))
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 @app.command("report")
@@ -524,6 +621,79 @@ def ui(
         raise typer.Exit(subprocess.call(cmd))
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+
+
+ClusterConfig = Annotated[Path, typer.Argument(help="Cluster-launcher YAML, e.g. cluster/aws.yaml.")]
+
+
+def _ray_cli(config: Path, *args: str) -> None:
+    """Check the config as `ray up` would (exit 2 on a problem, before any cloud call), then run the Ray CLI."""
+    import subprocess
+
+    from amlab.platform.cluster_config import check
+
+    problems = check(config)
+    if problems:
+        err.print("[bold red]error:[/] the cluster config was rejected; nothing was started.")
+        for p in problems:
+            err.print(f"  - {p}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "ray.scripts.scripts", *args]))
+
+
+@cluster_app.command("up")
+def cluster_up(config: ClusterConfig) -> None:
+    """Start (or update) the cluster: `ray up -y CONFIG`; then `ray dashboard CONFIG` forwards port 8265."""
+    _ray_cli(config, "up", "-y", str(config))
+
+
+@cluster_app.command("down")
+def cluster_down(config: ClusterConfig) -> None:
+    """Tear the cluster down: `ray down -y CONFIG`."""
+    _ray_cli(config, "down", "-y", str(config))
+
+
+@cluster_app.command("status")
+def cluster_status(config: ClusterConfig) -> None:
+    """Nodes, resources and pending demand: `ray status` run on the head (`ray exec CONFIG "ray status"`)."""
+    _ray_cli(config, "exec", str(config), "ray status")
+
+
+@app.command("server")
+def server(
+    port: Annotated[int, typer.Option(help="Port.")] = 5000,
+    host: Annotated[str, typer.Option(help="Interface; 0.0.0.0 serves the cluster (put it behind auth).")] = "127.0.0.1",
+    backend: Annotated[str | None, typer.Option(help="MLflow backend store; default: MLFLOW_TRACKING_URI's database.")] = None,
+    artifacts: Annotated[str | None, typer.Option(help="Artifact root: s3://, gs://, a folder; default AMCTL_ARTIFACTS.")] = None,
+    workers: Annotated[int, typer.Option(help="Server worker processes.")] = 2,
+) -> None:
+    """Run the MLflow tracking server the cluster logs to: PostgreSQL backend, artifacts proxied to S3/GCS."""
+    import subprocess
+
+    from amlab.platform.settings import Settings
+
+    settings = Settings.load()
+    store = backend or settings.mlflow_uri
+    if store.startswith(("http://", "https://")):
+        err.print(f"[red]error:[/] MLFLOW_TRACKING_URI is a server ({store}); give --backend postgresql://.../mlflow")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", str(workers),
+           "--backend-store-uri", store, "--serve-artifacts", "--artifacts-destination", artifacts or settings.artifacts]
+    console.print(f"MLflow server: http://{host}:{port}  (backend: {_redact(store)}); clients set "
+                  f"MLFLOW_TRACKING_URI=http://{host}:{port}", highlight=False)
+    try:
+        raise typer.Exit(subprocess.call(cmd))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a database URL (a path, an http URL): nothing secret in it
+        return url
 
 
 def main() -> None:

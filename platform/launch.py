@@ -48,6 +48,11 @@ def cluster_cpus() -> float:
     return float(ray.cluster_resources().get("CPU", 1))
 
 
+def node_cpus() -> float:
+    """CPUs of the largest alive node: the most one single-process trial can hold (bundles never span nodes)."""
+    return max((float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]), default=1.0) or 1.0
+
+
 def run_name(spec: RunSpec) -> str:
     return f"{spec.mechanism.name}-{spec.task.name}-{spec.config_hash()[:8]}"
 
@@ -102,11 +107,11 @@ def launch_run(
         "tracking": {"tracking_uri": settings.mlflow_uri, "run_id": sweep.mlflow_run_id},
         "storage_path": settings.ray_storage,
         # one worker takes the whole machine; DDP workers up to a core each beside the trial driver's sliver
-        "threads": max(1, int(cpus)) if workers == 1 else 1,
+        "threads": max(1, int(node_cpus())) if workers == 1 else 1,
         "cpus_per_worker": min(1.0, math.floor((cpus - DRIVER_CPU) / workers * 100) / 100),
         "gpus_per_worker": 1 if spec.train.device == "cuda" else 0,
     }
-    resources = {"cpu": max(1, int(cpus)), "gpu": config["gpus_per_worker"]} if workers == 1 else {"cpu": DRIVER_CPU}
+    resources = {"cpu": max(1, int(node_cpus())), "gpu": config["gpus_per_worker"]} if workers == 1 else {"cpu": DRIVER_CPU}
     path = os.path.join(settings.ray_storage, name)
     trainable = tune.with_resources(run_trial, resources)
     callbacks = [_ProgressCallback(spec.train.steps, on_progress)] if on_progress else []
@@ -127,7 +132,8 @@ def launch_run(
         results = tuner.fit()
         result = results[0]
         metrics = {k: v for k, v in (result.metrics or {}).items() if "/" in k or k == "step"}
-        status = "FAILED" if result.error else "FINISHED"
+        # an interrupted Tune run (SIGINT, e.g. `amctl cancel` of a Ray job) returns normally, short of the last step
+        status = "FAILED" if result.error else "FINISHED" if metrics.get("step") == spec.train.steps else "KILLED"
         if result.error:
             metrics["error"] = str(result.error).strip().splitlines()[-1][:500]
     except KeyboardInterrupt:

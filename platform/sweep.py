@@ -33,7 +33,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from amlab.platform import tracking
-from amlab.platform.launch import DRIVER_CPU, ensure_ray
+from amlab.platform.launch import DRIVER_CPU, ensure_ray, node_cpus
 from amlab.platform.settings import Settings
 from amlab.platform.spec import CellPlan, Dimension, SweepSpec, config_hash, validate_run
 from amlab.platform.store import Cell, Store, Sweep, Trial
@@ -384,7 +384,7 @@ def plan_resources(spec: SweepSpec, total_trials: int) -> tuple[dict[str, float]
     if r.gpus_per_worker and r.gpus_per_worker * r.workers_per_trial > gpus:
         raise RuntimeError(f"resources: a trial needs {r.gpus_per_worker * r.workers_per_trial:g} GPUs; the cluster has {gpus:g}")
     if r.workers_per_trial == 1:
-        cpw = min(r.cpus_per_worker, cpus)
+        cpw = min(r.cpus_per_worker, node_cpus())
         request = {"cpu": cpw, "gpu": r.gpus_per_worker}
         per_trial_cpu = cpw
     else:

@@ -7,13 +7,19 @@ instances on one machine break Ray's cleanup); one private AMCTL_HOME.
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
+import socket
+import sys
+import tempfile
 
 import pytest
 import torch
 
 torch.set_num_threads(1)
 
-for var in ("AMCTL_DB_URL", "MLFLOW_TRACKING_URI", "AMCTL_OPTUNA_URL", "AMCTL_RAY_STORAGE", "AMCTL_ARTIFACTS", "RAY_ADDRESS"):
+for var in ("AMCTL_DB_URL", "MLFLOW_TRACKING_URI", "AMCTL_OPTUNA_URL", "AMCTL_RAY_STORAGE", "AMCTL_ARTIFACTS", "RAY_ADDRESS",
+            "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
     os.environ.pop(var, None)
 
 
@@ -32,14 +38,54 @@ def settings(tmp_path_factory):
     return Settings.load()
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
-def ray_local(settings):
-    """The session's embedded Ray, started the way amctl starts it."""
+def ray_cluster(settings):
+    """The session's one Ray: a head with the dashboard (Jobs API) and a second node, 1 CPU each, token auth on.
+
+    Two nodes on one machine is how Ray tests itself (`ray.cluster_utils.Cluster`); a DDP trial with
+    two workers has to span both.  The token lives in the environment, so subprocesses (the CLI, Ray
+    jobs) inherit it; tests that check a missing or wrong token override it in a child's environment.
+    """
+    from ray.cluster_utils import Cluster
+
+    # the cluster's Python is this one, as on a node built from cluster/Dockerfile (a job runs `python amctl.py ...`)
+    os.environ["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)
+    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")  # `import ray` (at collection) cached the auth mode; read it again, as Ray does
+    AuthenticationTokenLoader.instance().reset_cache()
+    port = _free_port()
+    node = {"num_cpus": 1, "object_store_memory": 200 * 1024**2}
+    # each node its own short temp dir (unix socket paths <= 107 bytes), as separate machines have separate disks:
+    # a node that drops a job's working_dir from its cache must not delete the other node's copy
+    dirs = [tempfile.mkdtemp(prefix="amctl-ray-", dir="/tmp") for _ in range(2)]
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "temp_dir": dirs[0], "include_dashboard": True,
+                                                            "dashboard_port": port, "dashboard_host": "127.0.0.1"})
+    cluster.add_node(**node, temp_dir=dirs[1])
+    cluster.jobs_address = f"http://127.0.0.1:{port}"
+    yield cluster
+    cluster.shutdown()
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_local(settings, ray_cluster):
+    """The driver of this test process, joined to the session's cluster the way amctl joins one."""
     import ray
 
     from amlab.platform.launch import ensure_ray
 
-    ensure_ray(settings)
+    ensure_ray(settings, ray_cluster.address)
     yield ray
     ray.shutdown()
 
