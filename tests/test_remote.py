@@ -122,3 +122,30 @@ def test_cancel_stops_the_remote_job_and_closes_its_records(ray_local, ray_clust
         assert {t.status for t in sweep.cells[0].trials} == {"KILLED"}
     again = amctl("cancel", "remote-cancel", "--address", url)
     assert again.returncode == 2 and "no running job for 'remote-cancel'" in again.stderr
+
+
+def test_only_a_dashboard_url_means_the_jobs_api(monkeypatch):
+    from amlab.platform.remote import jobs_address
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert jobs_address(None) is None and jobs_address("10.0.0.1:6379") is None
+    assert jobs_address("http://head:8265/") == "http://head:8265"
+    monkeypatch.setenv("RAY_ADDRESS", "https://ray.example:8265")
+    assert jobs_address(None) == "https://ray.example:8265" and jobs_address("10.0.0.1:6379") is None
+
+
+def test_the_shipped_working_dir_is_the_code_in_its_installed_layout_and_small():
+    import shutil
+
+    from amlab.platform.remote import stage
+
+    root = stage({"name": "x"})
+    try:
+        files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+        assert {"amctl.py", "spec.yaml", "amlab/platform/remote.py", "amlab/workloads/registry.py",
+                "amlab/workloads/mechanisms/recurrent.py"} <= files
+        assert not any("__pycache__" in f or f.startswith((".venv", "tests/", "platform/")) for f in files)
+        assert "amlab/platform/__init__.py" not in files  # the installed layout: amlab.platform, never a top-level platform
+        assert sum((root / f).stat().st_size for f in files) < 5 * 2**20
+    finally:
+        shutil.rmtree(root)
