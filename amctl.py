@@ -125,43 +125,6 @@ def launch_run(
         raise typer.Exit(EXIT_FAILED)
 
 
-class SweepView:
-    """Live table of a running sweep: one row per cell, updated from Tune's driver-side callbacks."""
-
-    def __init__(self, cells, total: int, concurrency: int):
-        import time
-
-        self.rows = {c.key: {"cell": f"{c.mechanism} × {c.task}", "done": 0, "running": {}, "best": None,
-                             "planned": (c.search.trials if c.space else 1) + len(c.seeds) - 1} for c in cells}
-        self.total, self.concurrency, self.started = total, concurrency, time.time()
-
-    def update(self, event: str, info: dict[str, Any]) -> None:
-        row = self.rows.get(info.get("cell"))
-        if row is None:
-            return
-        tid = info["trial_id"]
-        if event in ("start", "result"):
-            row["running"][tid] = (info.get("step", 0), info["steps"], info.get("phase"))
-        else:
-            row["running"].pop(tid, None)
-            row["done"] += 1
-        if info.get("objective") is not None and info.get("phase") == "search":
-            row["best"] = info["objective"] if row["best"] is None else min(row["best"], info["objective"])
-
-    def __rich__(self) -> Table:
-        import time
-
-        done = sum(r["done"] for r in self.rows.values())
-        title = (f"trials {done}/{self.total} · {self.concurrency} at a time · "
-                 f"{time.time() - self.started:.0f} s elapsed")
-        table = Table("cell", "trials", "running (step/steps, phase)", "best objective ↓", title=title)
-        for r in self.rows.values():
-            running = ", ".join(f"{s}/{n} {p}" for s, n, p in r["running"].values()) or "-"
-            best = f"{r['best']:.4g}" if r["best"] is not None else "-"
-            table.add_row(r["cell"], f"{r['done']}/{r['planned']}", running, best)
-        return table
-
-
 def _sweep_data(spec: Path | None, preset_name: str | None, overrides: list[str]) -> dict[str, Any]:
     from amlab.platform.presets import preset
     from amlab.platform.spec import SpecError, apply_overrides, load_yaml
@@ -194,6 +157,7 @@ def _run_sweep(data: dict[str, Any], address: str | None, as_json: bool) -> None
 
     from rich.live import Live
 
+    from amlab.platform import console as views
     from amlab.platform.results import cell_results
     from amlab.platform.settings import Settings
     from amlab.platform.store import Store
@@ -203,7 +167,7 @@ def _run_sweep(data: dict[str, Any], address: str | None, as_json: bool) -> None
     live: dict[str, Any] = {}
 
     def on_plan(pending, total, concurrency):
-        live["view"] = SweepView(pending, total, concurrency)
+        live["view"] = views.SweepView(pending, total, concurrency)
         if not as_json:
             live["live"] = Live(live["view"], console=err, refresh_per_second=2)
             live["live"].start()
@@ -225,7 +189,7 @@ def _run_sweep(data: dict[str, Any], address: str | None, as_json: bool) -> None
     else:
         if outcome.skipped:
             console.print(f"skipped {len(outcome.skipped)} finished cell(s) (same config hash)")
-        _print_results(spec.name, results)
+        console.print(views.results_table(spec.name, results))
         console.print(f"[bold]{outcome.status}[/] sweep {outcome.name}   MLflow run id: {outcome.mlflow_run_id}", highlight=False)
         if outcome.status == "KILLED":
             console.print(f"resume with: amctl resume {outcome.name}")
@@ -261,17 +225,6 @@ def _submit(url: str, kind: str, name: str, data: dict[str, Any], args: list[str
     end = _remote(remote.outcome, url, job)
     err.print(f"job {job}: {end.status}" + (f" (exit code {end.exit_code})" if end.exit_code else ""), highlight=False)
     return 0 if end.status == "SUCCEEDED" else EXIT_INTERRUPTED if end.status == "STOPPED" else (end.exit_code or EXIT_FAILED)
-
-
-def _print_results(name: str, results: list[dict[str, Any]]) -> None:
-    table = Table("mechanism", "task", "metric", "median over seeds", "per seed", "params", "state", "status", title=name)
-    for r in results:
-        arrow = "↑" if r["higher_is_better"] else "↓"
-        value = f"{r['value']:.4g}" if r["value"] is not None else "-"
-        seeds = " ".join(f"{v:.3g}" for v in r["per_seed"].values() if v is not None)
-        table.add_row(r["mechanism"], r["task"], f"{r['metric']} {arrow}", value, seeds, str(r["params_count"] or "-"),
-                      str(r["state_size"] if r["state_size"] is not None else "-"), r["status"])
-    console.print(table)
 
 
 @launch_app.command("sweep")
@@ -405,6 +358,7 @@ def report(
     md, csv and json print to stdout unless --out is given; html is always written to a file (default
     $AMCTL_HOME/reports/NAME/report.html).
     """
+    from amlab.platform import console as views
     from amlab.platform import report as rep
     from amlab.platform.results import UnknownSweep
     from amlab.platform.settings import Settings
@@ -425,7 +379,7 @@ def report(
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
     if fmt is None:
-        _print_results(name, data["cells"])
+        console.print(views.results_table(name, data["cells"]))
         for line in data["summary"]:
             console.print(f"- {line}", highlight=False)
         console.print(f"full report: amctl report {name} --format html", highlight=False)
@@ -522,73 +476,32 @@ def status(
     watch: Annotated[bool, typer.Option("--watch", help="Keep the table live until the sweep ends.")] = False,
 ) -> None:
     """Sweeps and runs in the store; with NAME, its cells and trials with progress."""
+    from amlab.platform import console as views
+    from amlab.platform.results import UnknownSweep
     from amlab.platform.settings import Settings
     from amlab.platform.store import Store
 
     store = Store(Settings.load().db_url)
-    rows = _status_rows(store, name)
+    try:
+        rows = views.status_rows(store, name)
+    except UnknownSweep as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     if as_json:
         print(json.dumps(rows, indent=1))
         return
     if not watch:
-        console.print(_status_table(rows, name))
+        console.print(views.status_table(rows, name))
         return
     import time
 
     from rich.live import Live
 
-    with Live(_status_table(rows, name), console=console, refresh_per_second=1) as live:
+    with Live(views.status_table(rows, name), console=console, refresh_per_second=1) as live:
         while any(r["status"] in ("PENDING", "RUNNING", "CANCELLING") for r in rows):
             time.sleep(2)
-            rows = _status_rows(store, name)
-            live.update(_status_table(rows, name))
-
-
-def _status_rows(store, name: str | None) -> list[dict[str, Any]]:
-    with store.session() as s:
-        if name:
-            sweep = store.sweep(s, name)
-            if sweep is None:
-                known = ", ".join(x.name for x in store.sweeps(s)[:20]) or "none yet"
-                err.print(f"[red]error:[/] no sweep or run named {name!r}; known: {known}")
-                raise typer.Exit(EXIT_BAD_INPUT)
-            sweeps = [sweep]
-        else:
-            sweeps = store.sweeps(s)
-        return [
-            {"name": sw.name, "kind": sw.kind, "status": sw.status, "created_at": sw.created_at.isoformat(),
-             "mlflow_run_id": sw.mlflow_run_id,
-             "cells": [{"mechanism": c.mechanism, "task": c.task, "status": c.status, "config_hash": c.config_hash,
-                        "value": c.value, "metric": c.metric,
-                        "trials": [{"key": t.trial_key, "phase": t.phase, "seed": t.seed, "status": t.status,
-                                    "steps_done": t.steps_done, "steps": t.config["train"]["steps"],
-                                    "early_stopped": t.early_stopped, "mlflow_run_id": t.mlflow_run_id}
-                                   for t in c.trials]} for c in sw.cells]}
-            for sw in sweeps
-        ]
-
-
-def _status_table(rows: list[dict[str, Any]], name: str | None) -> Table:
-    if not name:
-        table = Table("name", "kind", "status", "cells", "trials finished", "created", title="amctl status")
-        for r in rows:
-            trials = [t for c in r["cells"] for t in c["trials"]]
-            done = sum(t["status"] == "FINISHED" for t in trials)
-            table.add_row(r["name"], r["kind"], r["status"], str(len(r["cells"])), f"{done}/{len(trials)}",
-                          r["created_at"][:19])
-        return table
-    r = rows[0]
-    table = Table("cell", "status", "trials (finished/early-stopped/failed/total)", "running", "value",
-                  title=f"{r['kind']} {r['name']}: {r['status']}")
-    for c in r["cells"]:
-        ts = c["trials"]
-        count = {k: sum(t["status"] == k for t in ts) for k in ("FINISHED", "FAILED")}
-        early = sum(t["early_stopped"] for t in ts)
-        running = ", ".join(f"{t['phase']} s{t['seed']} {t['steps_done']}/{t['steps']}" for t in ts if t["status"] == "RUNNING")
-        value = f"{c['metric']}={c['value']:.4g}" if c["value"] is not None else "-"
-        table.add_row(f"{c['mechanism']} × {c['task']}", c["status"],
-                      f"{count['FINISHED']}/{early}/{count['FAILED']}/{len(ts)}", running or "-", value)
-    return table
+            rows = views.status_rows(store, name)
+            live.update(views.status_table(rows, name))
 
 
 @app.command("ui")
