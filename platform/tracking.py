@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -13,6 +14,8 @@ from mlflow.tracking import MlflowClient
 from amlab.platform.settings import Settings
 
 EXPERIMENT = "amctl"
+for _name in ("mlflow", "alembic"):  # schema-creation notices would break into amctl's progress display
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 def code_version() -> str:
