@@ -53,6 +53,11 @@ def node_cpus() -> float:
     return max((float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]), default=1.0) or 1.0
 
 
+def ddp_cpus_per_worker(workers: int, cap: float = 1.0) -> float:
+    """CPUs per Train worker so that `workers` of them fit beside the trial driver's sliver (2 cores: 0.99 each)."""
+    return min(cap, math.floor((cluster_cpus() - DRIVER_CPU) / workers * 100) / 100)
+
+
 def run_name(spec: RunSpec) -> str:
     return f"{spec.mechanism.name}-{spec.task.name}-{spec.config_hash()[:8]}"
 
@@ -101,17 +106,17 @@ def launch_run(
 
     ensure_ray(settings, address)
     workers = spec.train.workers
-    cpus = cluster_cpus()
+    node = max(1, int(node_cpus()))
     config = {
         "spec": normalised,
         "tracking": {"tracking_uri": settings.mlflow_uri, "run_id": sweep.mlflow_run_id},
         "storage_path": settings.ray_storage,
-        # one worker takes the whole machine; DDP workers up to a core each beside the trial driver's sliver
-        "threads": max(1, int(node_cpus())) if workers == 1 else 1,
-        "cpus_per_worker": min(1.0, math.floor((cpus - DRIVER_CPU) / workers * 100) / 100),
+        # one worker takes a whole node; DDP workers up to a core each beside the trial driver's sliver
+        "threads": node if workers == 1 else 1,
+        "cpus_per_worker": ddp_cpus_per_worker(workers),
         "gpus_per_worker": 1 if spec.train.device == "cuda" else 0,
     }
-    resources = {"cpu": max(1, int(node_cpus())), "gpu": config["gpus_per_worker"]} if workers == 1 else {"cpu": DRIVER_CPU}
+    resources = {"cpu": node, "gpu": config["gpus_per_worker"]} if workers == 1 else {"cpu": DRIVER_CPU}
     path = os.path.join(settings.ray_storage, name)
     trainable = tune.with_resources(run_trial, resources)
     callbacks = [_ProgressCallback(spec.train.steps, on_progress)] if on_progress else []

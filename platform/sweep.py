@@ -33,7 +33,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from amlab.platform import tracking
-from amlab.platform.launch import DRIVER_CPU, ensure_ray, node_cpus
+from amlab.platform.launch import DRIVER_CPU, ddp_cpus_per_worker, ensure_ray, node_cpus
 from amlab.platform.settings import Settings
 from amlab.platform.spec import CellPlan, Dimension, SweepSpec, config_hash, validate_run
 from amlab.platform.store import Cell, Store, Sweep, Trial
@@ -173,7 +173,7 @@ class CellSearcher(Searcher):
 
     def _config(self, trial_id: str, key: str, phase: str, seed: int, params: dict[str, Any]) -> dict[str, Any]:
         cell = self.cells[key]
-        spec = validate_run(merge(cell.base, params) | {"train": {**merge(cell.base, params)["train"], "seed": seed}})
+        spec = validate_run(merge(cell.base, {**params, "train": {**params.get("train", {}), "seed": seed}}))
         normalised = spec.normalised()
         entry = TASKS.get(cell.task)
         client = self.ctx.client
@@ -376,7 +376,7 @@ class CancelStopper(tune.Stopper):
 
 # -- resources -------------------------------------------------------------------------------------
 
-def plan_resources(spec: SweepSpec, total_trials: int) -> tuple[dict[str, float], dict[str, Any], int]:
+def plan_resources(spec: SweepSpec, total_trials: int, storage_path: str) -> tuple[dict[str, float], dict[str, Any], int]:
     """Per-trial resource request, per-trial settings, and how many trials fit at once on this cluster."""
     r = spec.resources
     avail = ray.cluster_resources()
@@ -388,7 +388,7 @@ def plan_resources(spec: SweepSpec, total_trials: int) -> tuple[dict[str, float]
         request = {"cpu": cpw, "gpu": r.gpus_per_worker}
         per_trial_cpu = cpw
     else:
-        cpw = min(r.cpus_per_worker, math.floor((cpus - DRIVER_CPU) / r.workers_per_trial * 100) / 100)
+        cpw = ddp_cpus_per_worker(r.workers_per_trial, r.cpus_per_worker)
         if cpw <= 0:
             raise RuntimeError(f"resources.workers_per_trial={r.workers_per_trial} does not fit on {cpus:g} CPUs")
         request = {"cpu": DRIVER_CPU}
@@ -397,13 +397,9 @@ def plan_resources(spec: SweepSpec, total_trials: int) -> tuple[dict[str, float]
     if r.gpus_per_worker:
         fits = min(fits, math.floor(gpus / (r.gpus_per_worker * r.workers_per_trial) + 1e-9))
     concurrency = max(1, min(fits, r.max_concurrent or fits, total_trials))
-    common = {"storage_path": spec_storage(), "threads": max(1, int(cpw)), "cpus_per_worker": cpw,
+    common = {"storage_path": storage_path, "threads": max(1, int(cpw)), "cpus_per_worker": cpw,
               "gpus_per_worker": r.gpus_per_worker}
     return request, common, concurrency
-
-
-def spec_storage() -> str:
-    return Settings.load().ray_storage
 
 
 # -- the sweep -------------------------------------------------------------------------------------
@@ -490,7 +486,7 @@ def run_sweep(
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # `objective` comes with evaluations only
     ensure_ray(settings, address)
     searcher = CellSearcher(pending, ctx)
-    request, common, concurrency = plan_resources(spec, searcher.total_trials())
+    request, common, concurrency = plan_resources(spec, searcher.total_trials(), settings.ray_storage)
     ctx.trial_common.update(common)
     if on_plan:
         on_plan(pending, searcher.total_trials(), concurrency)
