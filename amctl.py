@@ -1,578 +1,349 @@
 """amctl: comparative experiments on attention and memory mechanisms (the command line).
 
-Thin by design: parse, validate, call amlab.platform.  Exit codes:
-0 success, 1 the work ran and failed, 2 bad input (nothing was started or
-recorded), 130 interrupted.
+Thin by design: parse, call amlab.platform.api, render with amlab.platform.views.  Exit codes:
+0 success, 1 the work ran and failed, 2 bad input (nothing was started or recorded),
+130 interrupted or cancelled (resumable).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import subprocess
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.text import Text
+
+from amlab.platform.errors import AmctlError
+from amlab.platform.status import Kind, Status
 
 __version__ = "0.1.0"
-
-app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, add_completion=False)
-launch_app = typer.Typer(help="Launch training: one run, or a sweep.", no_args_is_help=True)
-list_app = typer.Typer(help="List what amctl knows: mechanisms, tasks, presets.", no_args_is_help=True)
-app.add_typer(launch_app, name="launch")
-app.add_typer(list_app, name="list")
-cluster_app = typer.Typer(help="Bring a Ray cluster up or down, or show it (wraps `ray up/down/status`).",
-                          no_args_is_help=True)
-app.add_typer(cluster_app, name="cluster")
-console = Console()
-err = Console(stderr=True)
-
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+EXITS = {Status.FINISHED: 0, Status.KILLED: EXIT_INTERRUPTED}
+CTX = {"help_option_names": ["-h", "--help"]}
+LAUNCH, RESULTS, MANAGE, CLUSTER = "Launch", "Results", "Manage", "Cluster"
 
 
-def bad_input(problems: list[str]) -> typer.Exit:
-    err.print("[bold red]error:[/] the spec was rejected; nothing was started or recorded.")
-    for line in problems:
-        err.print(f"  - {line}", highlight=False, markup=False, soft_wrap=True)
-    return typer.Exit(EXIT_BAD_INPUT)
+
+class _Group(typer.core.TyperGroup):
+    def list_commands(self, ctx) -> list[str]:  # `launch` heads its help panel, before resume and cancel
+        return sorted(super().list_commands(ctx), key=lambda name: name != "launch")
+
+
+# a flag takes no value: show none (Typer prints "<bool>" beside every flag, --help included)
+_shown_type = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else _shown_type(self, ctx)
+app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, context_settings=CTX, cls=_Group)
+launch_app = typer.Typer(help="Launch training: one run, or a sweep.", no_args_is_help=True, context_settings=CTX)
+list_app = typer.Typer(help="List what amctl knows: mechanisms, tasks, presets.", no_args_is_help=True, context_settings=CTX)
+cluster_app = typer.Typer(help="Bring a Ray cluster up or down, or show it (wraps `ray up/down/status`).",
+                          no_args_is_help=True, context_settings=CTX)
+app.add_typer(launch_app, name="launch", rich_help_panel=LAUNCH)
+app.add_typer(list_app, name="list", rich_help_panel=MANAGE)
+app.add_typer(cluster_app, name="cluster", rich_help_panel=CLUSTER)
+
+
+def out(stderr: bool = False) -> Console:
+    """A console that never cuts a table when piped: one line per row, whatever the width, so grep finds names."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 10_000, highlight=False)
+
+
+def command(group: typer.Typer, name: str, panel: str | None = None):
+    """Register a command whose platform errors become one clean message and a meaningful exit code."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except AmctlError as e:
+                out(True).print(Text.assemble(("error: ", "bold red"), e.message))
+                for line in e.problems:
+                    out(True).print(Text(f"  - {line}"))
+                raise typer.Exit(e.exit_code) from None
+            except KeyboardInterrupt:
+                out(True).print("interrupted")
+                raise typer.Exit(EXIT_INTERRUPTED) from None
+        return group.command(name, rich_help_panel=panel)(run)
+    return wrap
+
+
+def complete(kind: str):
+    """Shell completion from the registries and the store; silent on any failure (it runs inside the user's shell)."""
+    def names(incomplete: str) -> list[str]:
+        try:
+            from amlab.platform import api
+
+            return [n for n in api.names(kind) if n.startswith(incomplete)]
+        except Exception:
+            return []
+    return names
+
+
+class Format(str, Enum):
+    html, md, csv, json = "html", "md", "csv", "json"
+
+
+Address = Annotated[str | None, typer.Option("--address", envvar="RAY_ADDRESS", show_envvar=True,
+                                             help="Ray cluster: GCS host:port or dashboard http://HEAD:8265; default: embedded local Ray.")]
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a spec field, e.g. train.steps=200 (repeatable).")]
+SweepName = Annotated[str, typer.Argument(help="Sweep or run name (amctl status).", autocompletion=complete("sweeps"))]
 
 
 def version_callback(value: bool) -> None:
     if value:
-        console.print(f"amctl {__version__}")
+        print(f"amctl {__version__}")
         raise typer.Exit()
 
 
 @app.callback()
 def root(
-    version: Annotated[
-        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version.")
-    ] = False,
+    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version.")] = False,
+    home: Annotated[Path | None, typer.Option("--home", envvar="AMCTL_HOME", show_envvar=True,
+                                              help="Folder of the embedded stores (default ~/.amctl).")] = None,
 ) -> None:
     """amctl: mechanism × task experiments on Ray, tracked in MLflow and a SQL store."""
+    if home is not None:
+        os.environ["AMCTL_HOME"] = str(home)
 
 
-@launch_app.command("run")
-def launch_run(
-    mechanism: Annotated[str | None, typer.Option("--mechanism", "-m", help="Mechanism name (amctl list mechanisms).")] = None,
-    task: Annotated[str | None, typer.Option("--task", "-t", help="Task name (amctl list tasks).")] = None,
-    spec: Annotated[Path | None, typer.Option("--spec", help="YAML run spec: mechanism, task, train sections.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override section.field=value, e.g. train.steps=50.")] = None,
-    address: Annotated[str | None, typer.Option("--address", help="Ray cluster address; default: embedded local Ray.")] = None,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Train again even if an identical run finished.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-) -> None:
-    """Train one mechanism on one task (a one-trial Tune run), tracked in MLflow and the store."""
-    from amlab.platform.spec import SpecError, apply_overrides, load_yaml, validate_run
+def _launch(kind: Kind, data: dict[str, Any], address: str | None, as_json: bool, fresh: bool = False, extend: bool = False):
+    """Validate, then run here (live view) or submit to the cluster's Jobs API; exit with the outcome."""
+    from amlab.platform import api, remote, views
 
-    try:
-        data: dict[str, Any] = load_yaml(spec) if spec else {}
-        if mechanism:
-            data["mechanism"] = {**(data.get("mechanism") or {}), "name": mechanism}
-        if task:
-            data["task"] = {**(data.get("task") or {}), "name": task}
-        data = apply_overrides(data, set_ or [])
-        run_spec = validate_run(data)
-    except SpecError as e:
-        raise bad_input(e.problems) from None
-    from amlab.platform.launch import run_name
-    from amlab.platform.remote import jobs_address
-
-    if url := jobs_address(address):
-        raise typer.Exit(_submit(url, "run", run_name(run_spec), data, ["--fresh"] * fresh + ["--json"] * as_json))
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from amlab.platform.launch import launch_run as run
-    from amlab.platform.settings import Settings
-
-    settings = Settings.load()
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=as_json, transient=False,
-    )
-    label = f"{run_spec.mechanism.name} × {run_spec.task.name}"
-    bar = progress.add_task(label, total=run_spec.train.steps, info="starting Ray")
-
-    def on_progress(step: int, total: int, result: dict[str, Any]) -> None:
-        info = f"loss {result.get('train/loss', float('nan')):.4f}"
-        progress.update(bar, completed=step, info=info)
-
-    try:
-        with progress:
-            result = run(run_spec, settings, address=address, on_progress=on_progress, fresh=fresh)
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted:[/] the run is marked KILLED; launch the same command to resume it.")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    summary = {"name": result.name, "status": result.status, "mlflow_run_id": result.mlflow_run_id,
-               "reused": result.reused, "metrics": result.metrics}
+    lch = api.plan(kind, data)
+    for notice in lch.notices:
+        out(True).print(Text(f"notice: {notice}", style="yellow"))
+    if url := remote.jobs_address(address):
+        args = ["--fresh"] * fresh + ["--extend"] * extend + ["--json"] * as_json
+        job, end = api.submit(lch, data, url, args, lambda chunk: (sys.stdout.write(chunk), sys.stdout.flush()))
+        out(True).print(f"job {job}: {end.status}" + (f" (exit code {end.exit_code})" if end.exit_code else ""))
+        raise typer.Exit(0 if end.status == "SUCCEEDED" else EXIT_INTERRUPTED if end.status == "STOPPED" else end.exit_code or 1)
+    with views.LiveLaunch(kind, lch, out(True), quiet=as_json) as live:
+        outcome = api.launch(lch, address=address, fresh=fresh, extend=extend, display=live.update, on_plan=live.plan)
+    summary = views.outcome_data(outcome, api.trial_metrics(lch.name) if kind is Kind.RUN else api.results(lch.name))
     if as_json:
         print(json.dumps(summary, indent=1, default=str))
     else:
-        from amlab.workloads.registry import TASKS
-
-        metric = TASKS.get(run_spec.task.name).metric
-        headline = {k: v for k, v in result.metrics.items() if k in ("train/loss", f"val/{metric}", f"test/{metric}")}
-        shown = "  ".join(f"{k}={v:.4g}" for k, v in sorted(headline.items()) if isinstance(v, float))
-        note = " (identical run already finished; --fresh trains again)" if result.reused else ""
-        console.print(f"[bold]{result.status}[/] {result.name}{note}  {shown}", highlight=False)
-        if "error" in result.metrics:
-            console.print(f"[red]error:[/] {result.metrics['error']}", highlight=False)
-        console.print(f"MLflow run id: {result.mlflow_run_id}   (browse: amctl ui)", highlight=False)
-    if result.status != "FINISHED":
-        raise typer.Exit(EXIT_FAILED)
+        views.render_outcome(out(), outcome, summary, api.report_data(lch.name) if kind is Kind.SWEEP else None)
+    raise typer.Exit(EXITS.get(outcome.status, EXIT_FAILED))
 
 
-def _sweep_data(spec: Path | None, preset_name: str | None, overrides: list[str]) -> dict[str, Any]:
-    from amlab.platform.presets import preset
-    from amlab.platform.spec import SpecError, apply_overrides, load_yaml
+@command(launch_app, "run")
+def launch_run(
+    mechanism: Annotated[str | None, typer.Option("--mechanism", "-m", help="Mechanism name.", autocompletion=complete("mechanisms"))] = None,
+    task: Annotated[str | None, typer.Option("--task", "-t", help="Task name.", autocompletion=complete("tasks"))] = None,
+    spec: Annotated[Path | None, typer.Option("--spec", help="YAML run spec: mechanism, task, train sections.")] = None,
+    set_: Sets = None,
+    address: Address = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Delete what an identical earlier run recorded and train again.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Train one mechanism on one task: a one-cell, one-trial sweep, tracked in MLflow and the store."""
+    from amlab.platform import api
 
-    if spec and preset_name:
-        raise SpecError(["give a spec file or --preset, not both"])
-    if spec:
-        data = load_yaml(spec)
-    else:
-        try:
-            data = json.loads(json.dumps(preset(preset_name or "quick")["spec"]))
-        except KeyError as e:
-            raise SpecError([f"--preset: {e.args[0]}"]) from None
-    return apply_overrides(data, overrides)
-
-
-def _run_sweep(data: dict[str, Any], address: str | None, as_json: bool) -> None:
-    from amlab.platform.spec import SpecError, validate_sweep
-
-    try:
-        spec, cells, notices = validate_sweep(data)
-    except SpecError as e:
-        raise bad_input(e.problems) from None
-    for n in notices:
-        err.print(f"[yellow]notice:[/] {n}", highlight=False)
-    from amlab.platform.remote import jobs_address
-
-    if url := jobs_address(address):
-        raise typer.Exit(_submit(url, "sweep", spec.name, data, ["--json"] * as_json))
-
-    from rich.live import Live
-
-    from amlab.platform import console as views
-    from amlab.platform.results import cell_results
-    from amlab.platform.settings import Settings
-    from amlab.platform.store import Store
-    from amlab.platform.sweep import run_sweep
-
-    settings = Settings.load()
-    live: dict[str, Any] = {}
-
-    def on_plan(pending, total, concurrency):
-        live["view"] = views.SweepView(pending, total, concurrency)
-        if not as_json:
-            live["live"] = Live(live["view"], console=err, refresh_per_second=2)
-            live["live"].start()
-
-    def display(event, info):
-        if "view" in live:
-            live["view"].update(event, info)
-
-    try:
-        outcome = run_sweep(spec, cells, settings, address=address, display=display, on_plan=on_plan)
-    finally:
-        if "live" in live:
-            live["live"].stop()
-    results = cell_results(Store(settings.db_url), spec.name)
-    if as_json:
-        print(json.dumps({"name": outcome.name, "status": outcome.status, "mlflow_run_id": outcome.mlflow_run_id,
-                          "concurrency": outcome.concurrency, "skipped": outcome.skipped, "cells": results},
-                         indent=1, default=str))
-    else:
-        if outcome.skipped:
-            console.print(f"skipped {len(outcome.skipped)} finished cell(s) (same config hash)")
-        console.print(views.results_table(spec.name, results))
-        console.print(f"[bold]{outcome.status}[/] sweep {outcome.name}   MLflow run id: {outcome.mlflow_run_id}", highlight=False)
-        if outcome.status == "KILLED":
-            console.print(f"resume with: amctl resume {outcome.name}")
-    if outcome.status == "KILLED":
-        raise typer.Exit(EXIT_INTERRUPTED)
-    if outcome.status != "FINISHED":
-        raise typer.Exit(EXIT_FAILED)
+    _launch(Kind.RUN, api.run_data(spec, mechanism, task, set_ or []), address, as_json, fresh=fresh)
 
 
-def _remote(fn, *args):
-    """Call a platform.remote function; a problem the user can fix (address, token, name) is exit 2."""
-    from amlab.platform.remote import RemoteError
-
-    try:
-        return fn(*args)
-    except RemoteError as e:
-        err.print(f"[red]error:[/] {e}", highlight=False)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-
-
-def _submit(url: str, kind: str, name: str, data: dict[str, Any], args: list[str]) -> int:
-    """Submit a validated launch as a Ray job, stream its log here, and return the job's exit code."""
-    from amlab.platform import remote
-
-    job = _remote(remote.submit, url, kind, name, data, args)
-    err.print(f"submitted {kind} {name} to {url} as job [bold]{job}[/]; streaming its log "
-              f"(Ctrl-C detaches; `amctl cancel {name}` stops it)", highlight=False)
-    try:
-        _remote(remote.follow, url, job, lambda chunk: (sys.stdout.write(chunk), sys.stdout.flush()))
-    except KeyboardInterrupt:
-        err.print(f"detached; job {job} keeps running: amctl logs {job} --follow", highlight=False)
-        return EXIT_INTERRUPTED
-    end = _remote(remote.outcome, url, job)
-    err.print(f"job {job}: {end.status}" + (f" (exit code {end.exit_code})" if end.exit_code else ""), highlight=False)
-    return 0 if end.status == "SUCCEEDED" else EXIT_INTERRUPTED if end.status == "STOPPED" else (end.exit_code or EXIT_FAILED)
-
-
-@launch_app.command("sweep")
+@command(launch_app, "sweep")
 def launch_sweep(
     spec: Annotated[Path | None, typer.Argument(help="YAML sweep spec; omitted: the built-in quick study.")] = None,
-    preset_name: Annotated[str | None, typer.Option("--preset", help="A built-in study (amctl list presets).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a spec field, e.g. train.steps=200.")] = None,
-    address: Annotated[str | None, typer.Option("--address", help="Ray cluster address; default: embedded local Ray.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    preset_name: Annotated[str | None, typer.Option("--preset", help="A built-in study (amctl list presets).",
+                                                    autocompletion=complete("presets"))] = None,
+    set_: Sets = None,
+    address: Address = None,
+    extend: Annotated[bool, typer.Option("--extend", help="Add this spec's new cells to an existing sweep of that name.")] = False,
+    as_json: Json = False,
 ) -> None:
     """Run a mechanism × task grid: Optuna search per cell on Ray Tune with ASHA, then every seed.
 
-    Launching the same spec again skips finished cells and resumes unfinished ones.
+    Launching the same spec again skips finished cells and resumes unfinished ones; a changed spec under
+    the same name is refused (exit 2) unless --extend.
     """
-    from amlab.platform.spec import SpecError
+    from amlab.platform import api
 
-    try:
-        data = _sweep_data(spec, preset_name, set_ or [])
-    except SpecError as e:
-        raise bad_input(e.problems) from None
-    _run_sweep(data, address, as_json)
+    _launch(Kind.SWEEP, api.sweep_data(spec, preset_name, set_ or []), address, as_json, extend=extend)
 
 
-@app.command("resume")
-def resume(
-    name: Annotated[str, typer.Argument(help="Sweep name.")],
-    address: Annotated[str | None, typer.Option("--address", help="Ray cluster address.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
-) -> None:
-    """Resume an interrupted sweep from its recorded spec (finished cells are not rerun)."""
-    _run_sweep(_recorded_spec(name), address, as_json)
+@command(app, "resume", LAUNCH)
+def resume(name: SweepName, address: Address = None, as_json: Json = False) -> None:
+    """Resume an interrupted sweep or run from its recorded spec (finished cells are not rerun)."""
+    from amlab.platform import api
+
+    lch, data = api.recorded(name)
+    _launch(lch.kind, data, address, as_json)
 
 
-def _recorded_spec(name: str) -> dict[str, Any]:
-    from amlab.platform.settings import Settings
-    from amlab.platform.store import Store
-
-    store = Store(Settings.load().db_url)
-    with store.session() as s:
-        sweep = store.sweep(s, name)
-        if sweep is None or sweep.kind != "sweep":
-            known = ", ".join(x.name for x in store.sweeps(s) if x.kind == "sweep") or "none yet"
-            err.print(f"[red]error:[/] no sweep named {name!r}; known: {known}")
-            raise typer.Exit(EXIT_BAD_INPUT)
-        return dict(sweep.spec)
-
-
-@app.command("cancel")
+@command(app, "cancel", LAUNCH)
 def cancel(
-    name: Annotated[str, typer.Argument(help="Sweep name; with a cluster address also a run name or a job id.")],
-    address: Annotated[str | None, typer.Option("--address", help="Ray dashboard URL (http://HEAD:8265).")] = None,
+    name: Annotated[str, typer.Argument(help="Sweep or run name; with a cluster also a job id.", autocompletion=complete("sweeps"))],
+    address: Address = None,
 ) -> None:
     """Stop a running sweep: its driver stops the trials, marks them KILLED, and the sweep stays resumable."""
-    from amlab.platform import remote
-    from amlab.platform.settings import Settings
-    from amlab.platform.store import Store
+    from amlab.platform import api, remote
 
     if url := remote.jobs_address(address):
-        job, final = _remote(remote.cancel, url, name)
-        console.print(f"job {job}: {final}", highlight=False)
+        job, final = remote.cancel(url, name)
+        out().print(Text(f"job {job}: {final}"))
         return
-    _recorded_spec(name)
-    store = Store(Settings.load().db_url)
-    with store.session() as s:
-        sweep = store.sweep(s, name)
-        if sweep.status != "RUNNING":
-            console.print(f"sweep {name} is {sweep.status}; nothing to cancel")
-            return
-        store.set_status(s, sweep, "CANCELLING")
-        s.commit()
-    console.print(f"sweep {name}: cancel requested; its driver stops within a few seconds")
+    was = api.cancel(name)
+    message = "cancel requested; its driver stops within seconds" if was is Status.RUNNING else f"is {was}; nothing to cancel"
+    out().print(Text(f"{name}: {message}"))
 
 
-def _jobs_url(address: str | None) -> str:
-    from amlab.platform.remote import jobs_address
-
-    url = jobs_address(address)
-    if url is None:
-        err.print("[red]error:[/] no cluster: give --address http://HEAD:8265 or set RAY_ADDRESS to the dashboard URL")
-        raise typer.Exit(EXIT_BAD_INPUT)
-    return url
-
-
-@app.command("jobs")
-def jobs(
-    address: Annotated[str | None, typer.Option("--address", help="Ray dashboard URL; default: RAY_ADDRESS.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+@command(app, "status", RESULTS)
+def status(
+    name: Annotated[str | None, typer.Argument(help="A sweep or run; all when omitted.", autocompletion=complete("sweeps"))] = None,
+    as_json: Json = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Keep the table live until the sweep ends.")] = False,
 ) -> None:
-    """Jobs on a Ray cluster (newest first): amctl launches carry their sweep or run name."""
-    from amlab.platform import remote
+    """Sweeps and runs in the store; with NAME, its cells and trials with progress."""
+    from amlab.platform import api, views
 
-    rows = _remote(remote.jobs, _jobs_url(address))
+    rows = api.status(name)
     if as_json:
-        print(json.dumps(rows, indent=1, default=str))
-        return
-    table = Table("job", "status", "kind", "name", "entrypoint", title="Ray jobs")
-    for r in rows:
-        table.add_row(r["job"] or "-", r["status"], r["kind"] or "-", r["name"] or "-", r["entrypoint"])
-    console.print(table)
+        print(json.dumps(rows, indent=1))
+    elif watch:
+        views.watch(out(), lambda: api.status(name), name)
+    else:
+        out().print(views.status_table(rows, name))
 
 
-@app.command("logs")
+@command(app, "report", RESULTS)
+def report(
+    name: SweepName,
+    fmt: Annotated[Format | None, typer.Option("--format", help="Default: a table; with --out: every format.")] = None,
+    dest: Annotated[Path | None, typer.Option("--out", help="Write report.<format> into this folder.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Cell results as JSON (same as --format json).")] = False,
+) -> None:
+    """The comparison report: leaderboard with labelled intervals, ties, chance, fairness, cost, curves, paper vs ours.
+
+    md, csv and json print to stdout unless --out is given; html is always written to a file
+    (default $AMCTL_HOME/reports/NAME/report.html).
+    """
+    from amlab.platform import api, views
+
+    chosen = "json" if as_json else fmt.value if fmt else None
+    if dest is not None or chosen == "html":
+        for path in api.write_report(name, dest, chosen):
+            out().print(Text(str(path)))
+    elif chosen is None:
+        views.render_report(out(), name, api.report_data(name))
+    else:
+        print(api.render_report(name, chosen), end="" if chosen == "csv" else "\n")
+
+
+@command(app, "compare", RESULTS)
+def compare(a: SweepName, b: SweepName, as_json: Json = False) -> None:
+    """Two sweeps side by side: every cell of either, with intervals and the difference B - A."""
+    from amlab.platform import api, views
+
+    rows = api.compare(a, b)
+    print(json.dumps(rows, indent=1, default=str)) if as_json else out().print(views.compare_table(a, b, rows))
+
+
+@command(app, "delete", MANAGE)
+def delete(
+    name: SweepName,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Remove a sweep or run from every store: SQL rows, MLflow runs and artifacts, Optuna studies, Tune folder."""
+    from dataclasses import asdict
+
+    from amlab.platform import api, views
+
+    gone = api.delete(name, dry_run=dry_run)
+    print(json.dumps(asdict(gone), indent=1)) if as_json else out().print(views.deletion(gone))
+
+
+@command(list_app, "mechanisms")
+def list_mechanisms(as_json: Json = False) -> None:
+    """Mechanisms: family, accepted task modalities, knobs with defaults, paper."""
+    _registry("mechanisms", as_json)
+
+
+@command(list_app, "tasks")
+def list_tasks(as_json: Json = False) -> None:
+    """Tasks: what each tests, modality, loss, headline metric, knobs with defaults."""
+    _registry("tasks", as_json)
+
+
+def _registry(kind: str, as_json: bool) -> None:
+    from amlab.platform import views
+    from amlab.workloads.registry import MECHANISMS, TASKS
+
+    rows = [e.describe() for e in (MECHANISMS if kind == "mechanisms" else TASKS)]
+    print(json.dumps(rows, indent=1, default=str)) if as_json else out().print(views.registry_table(kind, rows))
+
+
+@command(list_app, "presets")
+def list_presets(as_json: Json = False) -> None:
+    """Built-in studies: the quick study and sweeps that mirror papers, with what each paper predicts."""
+    from amlab.platform import views
+    from amlab.platform.presets import PRESETS
+
+    rows = [{"name": n, "predicts": p["predicts"], "spec": p["spec"]} for n, p in PRESETS.items()]
+    print(json.dumps(rows, indent=1)) if as_json else out().print(views.presets_table(rows))
+
+
+@command(app, "jobs", CLUSTER)
+def jobs(address: Address = None, as_json: Json = False) -> None:
+    """Jobs on a Ray cluster (newest first): amctl launches carry their sweep or run name."""
+    from amlab.platform import remote, views
+
+    rows = remote.jobs(remote.require_address(address))
+    print(json.dumps(rows, indent=1, default=str)) if as_json else out().print(views.jobs_table(rows))
+
+
+@command(app, "logs", CLUSTER)
 def logs(
     job: Annotated[str, typer.Argument(help="Job id (amctl jobs).")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming until the job ends.")] = False,
-    address: Annotated[str | None, typer.Option("--address", help="Ray dashboard URL; default: RAY_ADDRESS.")] = None,
+    address: Address = None,
 ) -> None:
     """A Ray job's log (driver output), whole or followed."""
     from amlab.platform import remote
 
-    url = _jobs_url(address)
-    text = _remote(remote.logs, url, job)
-    if not follow:
-        sys.stdout.write(text)
-        return
-    try:
-        _remote(remote.follow, url, job, lambda chunk: (sys.stdout.write(chunk), sys.stdout.flush()))
-    except KeyboardInterrupt:
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-
-
-@app.command("report")
-def report(
-    name: Annotated[str, typer.Argument(help="Sweep name.")],
-    fmt: Annotated[str | None, typer.Option("--format", help="html|md|csv|json (default: a table; all with --out).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Write report.<format> into this folder.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Cell results as JSON on stdout (same as --format json).")] = False,
-) -> None:
-    """The comparison report: leaderboard with 95 % intervals, ties, chance, fairness, cost, curves, heatmaps, paper vs ours.
-
-    md, csv and json print to stdout unless --out is given; html is always written to a file (default
-    $AMCTL_HOME/reports/NAME/report.html).
-    """
-    from amlab.platform import console as views
-    from amlab.platform import report as rep
-    from amlab.platform.results import UnknownSweep
-    from amlab.platform.settings import Settings
-
-    if fmt is not None and fmt not in rep.FORMATS:
-        err.print(f"[red]error:[/] --format {fmt!r}; valid: {', '.join(rep.FORMATS)}")
-        raise typer.Exit(EXIT_BAD_INPUT)
-    fmt = "json" if as_json else fmt
-    settings = Settings.load()
-    try:
-        if out is not None or fmt == "html":
-            folder = out or settings.home / "reports" / name
-            for path in rep.write(settings, name, folder, (fmt,) if fmt else rep.FORMATS):
-                console.print(str(path), highlight=False, soft_wrap=True)
-            return
-        data = rep.collect(settings, name)
-    except UnknownSweep as e:
-        err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-    if fmt is None:
-        console.print(views.results_table(name, data["cells"]))
-        for line in data["summary"]:
-            console.print(f"- {line}", highlight=False)
-        console.print(f"full report: amctl report {name} --format html", highlight=False)
+    url = remote.require_address(address)
+    if follow:
+        remote.follow(url, job, lambda chunk: (sys.stdout.write(chunk), sys.stdout.flush()))
     else:
-        print({"json": lambda: rep.render_json(data["cells"]), "md": lambda: rep.render_md(data),
-               "csv": lambda: rep.render_csv(data)}[fmt](), end="" if fmt == "csv" else "\n")
+        sys.stdout.write(remote.logs(url, job))
 
 
-@app.command("compare")
-def compare(
-    a: Annotated[str, typer.Argument(help="First sweep.")],
-    b: Annotated[str, typer.Argument(help="Second sweep.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-) -> None:
-    """Two sweeps side by side: every mechanism × task cell of either, with intervals and the difference B - A."""
-    from amlab.platform.report import compare as side_by_side
-    from amlab.platform.report import fmt
-    from amlab.platform.results import UnknownSweep
-    from amlab.platform.settings import Settings
-    from amlab.platform.store import Store
+def _serve(cmd: list[str], what: str, log: Path | None = None) -> None:
+    from amlab.platform import api
 
-    try:
-        rows = side_by_side(Store(Settings.load().db_url), a, b)
-    except UnknownSweep as e:
-        err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-    if as_json:
-        print(json.dumps(rows, indent=1, default=str))
-        return
-    table = Table("mechanism", "task", "metric", a, b, f"{b} - {a}", "intervals", title=f"{a} vs {b}")
-    for r in rows:
-        diff = "-" if r["difference"] is None else f"{r['difference']:+.4g}"
-        overlap = {None: "-", True: "overlap (tie)", False: "separate"}[r["overlap"]]
-        table.add_row(r["mechanism"], r["task"], f"{r['metric']} {'↑' if r['higher_is_better'] else '↓'}",
-                      fmt(r["a"], r["metric"], r["a_ci"]), fmt(r["b"], r["metric"], r["b_ci"]), diff, overlap)
-    console.print(table)
+    out(True).print(Text(what + (f"  (request log: {log})" if log else "")))
+    raise typer.Exit(api.serve(cmd, log))
 
 
-@list_app.command("presets")
-def list_presets(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
-    """Built-in studies: the quick study and sweeps that mirror papers, with what each paper predicts."""
-    from amlab.platform.presets import PRESETS
-
-    rows = [{"name": n, "predicts": p["predicts"], "spec": p["spec"]} for n, p in PRESETS.items()]
-    if as_json:
-        print(json.dumps(rows, indent=1))
-        return
-    table = Table("name", "mechanisms × tasks", "the paper predicts", title="presets")
-    for r in rows:
-        grid = f"{', '.join(r['spec']['mechanisms'])} × {', '.join(r['spec']['tasks'])}"
-        table.add_row(r["name"], grid, r["predicts"])
-    console.print(table)
-
-
-def _registry_rows(kind: str) -> list[dict[str, Any]]:
-    from amlab.workloads.registry import MECHANISMS, TASKS
-
-    return [e.describe() for e in (MECHANISMS if kind == "mechanisms" else TASKS)]
-
-
-@list_app.command("mechanisms")
-def list_mechanisms(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
-    """Mechanisms: family, accepted task modalities, knobs with defaults and ranges, paper."""
-    rows = _registry_rows("mechanisms")
-    if as_json:
-        print(json.dumps(rows, indent=1, default=str))
-        return
-    table = Table("name", "family", "modalities", "knobs (default)", "paper", title="mechanisms")
-    for r in rows:
-        knobs = ", ".join(f"{k}={v['default']}" for k, v in r["params"].items())
-        table.add_row(r["name"], r["family"], ",".join(r["modalities"]), knobs, r["paper"])
-    console.print(table)
-
-
-@list_app.command("tasks")
-def list_tasks(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
-    """Tasks: modality, loss, headline metric, knobs with defaults and ranges."""
-    rows = _registry_rows("tasks")
-    if as_json:
-        print(json.dumps(rows, indent=1, default=str))
-        return
-    table = Table("name", "modality", "loss", "metric", "knobs (default)", title="tasks")
-    for r in rows:
-        knobs = ", ".join(f"{k}={v['default']}" for k, v in r["params"].items())
-        arrow = "↑" if r["higher_is_better"] else "↓"
-        table.add_row(r["name"], r["modality"], r["loss"], f"{r['metric']} {arrow}", knobs)
-    console.print(table)
-
-
-@app.command("status")
-def status(
-    name: Annotated[str | None, typer.Argument(help="A sweep or run name; all when omitted.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    watch: Annotated[bool, typer.Option("--watch", help="Keep the table live until the sweep ends.")] = False,
-) -> None:
-    """Sweeps and runs in the store; with NAME, its cells and trials with progress."""
-    from amlab.platform import console as views
-    from amlab.platform.results import UnknownSweep
-    from amlab.platform.settings import Settings
-    from amlab.platform.store import Store
-
-    store = Store(Settings.load().db_url)
-    try:
-        rows = views.status_rows(store, name)
-    except UnknownSweep as e:
-        err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-    if as_json:
-        print(json.dumps(rows, indent=1))
-        return
-    if not watch:
-        console.print(views.status_table(rows, name))
-        return
-    import time
-
-    from rich.live import Live
-
-    with Live(views.status_table(rows, name), console=console, refresh_per_second=1) as live:
-        while any(r["status"] in ("PENDING", "RUNNING", "CANCELLING") for r in rows):
-            time.sleep(2)
-            rows = views.status_rows(store, name)
-            live.update(views.status_table(rows, name))
-
-
-@app.command("ui")
+@command(app, "ui", MANAGE)
 def ui(
     port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default 5000; 8080 with --optuna).")] = None,
     optuna_ui: Annotated[bool, typer.Option("--optuna", help="Serve optuna-dashboard over the cells' studies instead.")] = False,
-    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open a browser tab.")] = False,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open a browser tab.")] = False,
 ) -> None:
     """Serve the MLflow UI (or optuna-dashboard) on loopback over amctl's stores (Ctrl-C stops it)."""
-    import subprocess
+    from amlab.platform import api
 
-    from amlab.platform.settings import Settings
-
-    settings = Settings.load()
-    port = port or (8080 if optuna_ui else 5000)
-    url = f"http://127.0.0.1:{port}"
-    if optuna_ui:
-        dashboard = Path(sys.executable).with_name("optuna-dashboard")
-        cmd = [str(dashboard), "--host", "127.0.0.1", "--port", str(port), settings.optuna_url]
-        console.print(f"optuna-dashboard: {url}  (studies: {settings.optuna_url}, one per cell: SWEEP:CELL)", highlight=False)
-    else:
-        cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-               "--backend-store-uri", settings.mlflow_uri, "--default-artifact-root", settings.artifacts, "--workers", "1"]
-        console.print(f"MLflow UI: {url}  (store: {settings.mlflow_uri})", highlight=False)
+    cmd, url, log = api.ui_command(port, optuna_ui)
     if open_browser:
         import webbrowser
 
         webbrowser.open(url)
-    try:
-        raise typer.Exit(subprocess.call(cmd))
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+    _serve(cmd, f"{'optuna-dashboard' if optuna_ui else 'MLflow UI'}: {url}", log)
 
 
-ClusterConfig = Annotated[Path, typer.Argument(help="Cluster-launcher YAML, e.g. cluster/aws.yaml.")]
-
-
-def _ray_cli(config: Path, *args: str) -> None:
-    """Check the config as `ray up` would (exit 2 on a problem, before any cloud call), then run the Ray CLI."""
-    import subprocess
-
-    from amlab.platform.cluster_config import check
-
-    problems = check(config)
-    if problems:
-        err.print("[bold red]error:[/] the cluster config was rejected; nothing was started.")
-        for p in problems:
-            err.print(f"  - {p}", highlight=False, markup=False, soft_wrap=True)
-        raise typer.Exit(EXIT_BAD_INPUT)
-    raise typer.Exit(subprocess.call([sys.executable, "-m", "ray.scripts.scripts", *args]))
-
-
-@cluster_app.command("up")
-def cluster_up(config: ClusterConfig) -> None:
-    """Start (or update) the cluster: `ray up -y CONFIG`; then `ray dashboard CONFIG` forwards port 8265."""
-    _ray_cli(config, "up", "-y", str(config))
-
-
-@cluster_app.command("down")
-def cluster_down(config: ClusterConfig) -> None:
-    """Tear the cluster down: `ray down -y CONFIG`."""
-    _ray_cli(config, "down", "-y", str(config))
-
-
-@cluster_app.command("status")
-def cluster_status(config: ClusterConfig) -> None:
-    """Nodes, resources and pending demand: `ray status` run on the head (`ray exec CONFIG "ray status"`)."""
-    _ray_cli(config, "exec", str(config), "ray status")
-
-
-@app.command("server")
+@command(app, "server", CLUSTER)
 def server(
     port: Annotated[int, typer.Option(help="Port.")] = 5000,
     host: Annotated[str, typer.Option(help="Interface; 0.0.0.0 serves the cluster (put it behind auth).")] = "127.0.0.1",
@@ -581,32 +352,28 @@ def server(
     workers: Annotated[int, typer.Option(help="Server worker processes.")] = 2,
 ) -> None:
     """Run the MLflow tracking server the cluster logs to: PostgreSQL backend, artifacts proxied to S3/GCS."""
-    import subprocess
+    from amlab.platform import api
 
-    from amlab.platform.settings import Settings
-
-    settings = Settings.load()
-    store = backend or settings.mlflow_uri
-    if store.startswith(("http://", "https://")):
-        err.print(f"[red]error:[/] MLFLOW_TRACKING_URI is a server ({store}); give --backend postgresql://.../mlflow")
-        raise typer.Exit(EXIT_BAD_INPUT)
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", str(workers),
-           "--backend-store-uri", store, "--serve-artifacts", "--artifacts-destination", artifacts or settings.artifacts]
-    console.print(f"MLflow server: http://{host}:{port}  (backend: {_redact(store)}); clients set "
-                  f"MLFLOW_TRACKING_URI=http://{host}:{port}", highlight=False)
-    try:
-        raise typer.Exit(subprocess.call(cmd))
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+    _serve(api.server_command(port, host, backend, artifacts, workers), f"MLflow server: http://{host}:{port}")
 
 
-def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
+ClusterConfig = Annotated[Path, typer.Argument(help="Cluster-launcher YAML, e.g. cluster/aws.yaml.")]
 
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a database URL (a path, an http URL): nothing secret in it
-        return url
+
+def _cluster_command(verb: str, ray_args: tuple[str, ...], doc: str) -> None:
+    def run(config: ClusterConfig) -> None:
+        from amlab.platform import api
+
+        tail = ["ray status"] if verb == "status" else []
+        raise typer.Exit(subprocess.call(api.cluster_command(config, *ray_args, str(config), *tail)))
+
+    run.__doc__ = doc
+    command(cluster_app, verb)(run)
+
+
+_cluster_command("up", ("up", "-y"), "Start (or update) the cluster: `ray up -y CONFIG`; `ray dashboard CONFIG` forwards 8265.")
+_cluster_command("down", ("down", "-y"), "Tear the cluster down: `ray down -y CONFIG`.")
+_cluster_command("status", ("exec",), "Nodes, resources and pending demand: `ray status` run on the head (`ray exec`).")
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ import torch
 
 from amlab.platform.spec import validate_run
 from amlab.platform.train import LocalSession, train_loop
+from amlab.platform.trial import TrialConfig
 from amlab.workloads.model import build_model, compute_loss
 from amlab.workloads.registry import TASKS
 from amlab.workloads.tasks.base import generator
@@ -52,7 +53,7 @@ def plain(steps: int, spec) -> float:
 
 def loop(steps: int, spec) -> float:
     t0 = time.perf_counter()
-    train_loop({"spec": spec.normalised(), "session_obj": LocalSession()})
+    train_loop(TrialConfig.local(spec, torch.get_num_threads()), LocalSession())
     return time.perf_counter() - t0
 
 

@@ -29,18 +29,21 @@ from typing import Any
 
 import yaml
 
+from amlab.platform import layout
+from amlab.platform.errors import BadInput
+
 # what the job needs to find the same stores (only those set here travel; unset ones default on the cluster)
 JOB_ENV = ("AMCTL_HOME", "AMCTL_DB_URL", "MLFLOW_TRACKING_URI", "AMCTL_OPTUNA_URL", "AMCTL_RAY_STORAGE", "AMCTL_ARTIFACTS",
            "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 # `amctl cancel` stops a job with SIGINT and gives it time to close its runs and rows (Ray's default: SIGTERM, 3 s);
 # the driver's `ray.init(runtime_env=...)` (store settings for every worker) is merged into the job's
 JOB_FLAGS = {"RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": "60", "RAY_OVERRIDE_JOB_RUNTIME_ENV": "1"}
-ACTIVE = ("PENDING", "RUNNING")
+ACTIVE = ("PENDING", "RUNNING")  # Ray job states (JobStatus), not amctl's
 TOKEN_HELP = ("set RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN, or in a file named by "
               "RAY_AUTH_TOKEN_PATH (default ~/.ray/auth_token); on the head node `ray get-auth-token` prints it")
 
 
-class RemoteError(Exception):
+class RemoteError(BadInput):
     """A problem the user can fix (address, token, job name); nothing was submitted or stopped."""
 
 
@@ -52,6 +55,14 @@ def jobs_address(address: str | None) -> str | None:
     """The dashboard URL when the address (or RAY_ADDRESS) names one; None means a GCS address or local Ray."""
     address = address or os.environ.get("RAY_ADDRESS")
     return address.rstrip("/") if address and address.startswith(("http://", "https://")) else None
+
+
+def require_address(address: str | None) -> str:
+    """The dashboard URL, or a RemoteError saying how to name the cluster."""
+    url = jobs_address(address)
+    if url is None:
+        raise RemoteError("no cluster: give --address http://HEAD:8265 or set RAY_ADDRESS to the dashboard URL")
+    return url
 
 
 @contextmanager
@@ -78,16 +89,13 @@ def client(address: str):
 
 
 def stage(spec: dict[str, Any]) -> Path:
-    """A temporary working_dir: the project in its installed layout plus `spec.yaml` (a few hundred kB)."""
-    import amctl
-    import amlab.platform.settings
-    import amlab.workloads.registry
-
+    """A temporary working_dir: the project in its installed layout (`layout.ROOTS`) plus `spec.yaml`."""
     root = Path(tempfile.mkdtemp(prefix="amctl-job-"))
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copy2(amctl.__file__, root / "amctl.py")
-    shutil.copytree(Path(amlab.platform.settings.__file__).parent, root / "amlab" / "platform", ignore=skip)
-    shutil.copytree(Path(amlab.workloads.registry.__file__).parent, root / "amlab" / "workloads", ignore=skip)
+    for module in layout.MODULES:
+        shutil.copy2(layout.source(module), root / f"{module}.py")
+    for name in layout.ROOTS:
+        shutil.copytree(layout.source(name), root.joinpath(*name.split(".")), ignore=skip)
     (root / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return root
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from amlab.platform.errors import UnknownSweep
 from amlab.platform.store import Store
 
-
-class UnknownSweep(KeyError):
-    def __str__(self) -> str:
-        return self.args[0]
+__all__ = ["UnknownSweep", "cell_results"]
 
 
 def cell_results(store: Store, name: str) -> list[dict[str, Any]]:

@@ -16,16 +16,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from amlab.platform.errors import BadInput
 from amlab.workloads.model import IncompatibleCell, check_compatible
 from amlab.workloads.registry import MECHANISMS, TASKS, Params, UnknownName, knob_table
 
 
-class SpecError(ValueError):
+class SpecError(BadInput):
     """A spec that cannot run; `problems` holds one "path: message" line each."""
 
     def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(problems))
+        super().__init__("the spec was rejected; nothing was started or recorded", problems)
 
 
 class Strict(BaseModel):
@@ -86,6 +86,14 @@ class RunSpec(Strict):
 
     def config_hash(self) -> str:
         return config_hash(self.normalised())
+
+
+def dotted(tree: dict[str, Any], key: str) -> Any:
+    """The value at a dotted path ('mechanism.d_model') of a spec tree, or None."""
+    node: Any = tree
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def config_hash(obj: Any) -> str:

@@ -1,9 +1,10 @@
 """The platform registry: sweeps, cells and trials with status and config hashes (SQLAlchemy 2).
 
 Its own database (SQLite in AMCTL_HOME by default, PostgreSQL on a
-cluster via AMCTL_DB_URL); MLflow and Optuna keep theirs.  Every status
-change is also appended to `transitions`, so a sweep's history can be read
-back after the fact.
+cluster via AMCTL_DB_URL); MLflow and Optuna keep theirs.  The schema is
+owned by Alembic (`platform/migrations`), so a store made by an earlier
+release is upgraded in place when it is opened.  Every status change is
+also appended to `transitions`, so a sweep's history can be read back.
 """
 
 from __future__ import annotations
@@ -13,14 +14,21 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint, create_engine, event, select
+from sqlalchemy import Enum as SAEnum
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-STATUSES = ("PENDING", "RUNNING", "FINISHED", "FAILED", "KILLED")
+from amlab.platform.status import Kind, Phase, Status
 
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _enum(cls, length: int = 16) -> SAEnum:
+    """A StrEnum stored as its value in a VARCHAR (no native enum, no CHECK: the schema stays portable)."""
+    return SAEnum(cls, native_enum=False, create_constraint=False, length=length, values_callable=lambda e: [m.value for m in e],
+                  validate_strings=True)
 
 
 class Base(DeclarativeBase):
@@ -31,10 +39,11 @@ class Sweep(Base):
     __tablename__ = "sweeps"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
-    kind: Mapped[str] = mapped_column(String(16))  # "sweep" or "run"
+    kind: Mapped[Kind] = mapped_column(_enum(Kind))
     spec: Mapped[dict[str, Any]]
     config_hash: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), default="PENDING")
+    status: Mapped[Status] = mapped_column(_enum(Status), default=Status.PENDING)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)  # `amctl cancel`; the driver stops and clears it
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, onupdate=now)
@@ -50,7 +59,7 @@ class Cell(Base):
     task: Mapped[str] = mapped_column(String(64))
     config_hash: Mapped[str] = mapped_column(String(64), index=True)
     spec: Mapped[dict[str, Any]]
-    status: Mapped[str] = mapped_column(String(16), default="PENDING")
+    status: Mapped[Status] = mapped_column(_enum(Status), default=Status.PENDING)
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     metric: Mapped[str | None] = mapped_column(String(64))
     higher_is_better: Mapped[bool | None]
@@ -63,6 +72,11 @@ class Cell(Base):
     sweep: Mapped[Sweep] = relationship(back_populates="cells")
     trials: Mapped[list[Trial]] = relationship(back_populates="cell", cascade="all, delete-orphan", order_by="Trial.id")
 
+    @property
+    def key(self) -> str:
+        """The cell's name in MLflow, Optuna and Tune (the same as `CellPlan.key`)."""
+        return f"{self.mechanism}-{self.task}-{self.config_hash[:8]}"
+
 
 class Trial(Base):
     __tablename__ = "trials"
@@ -70,12 +84,12 @@ class Trial(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     cell_id: Mapped[int] = mapped_column(ForeignKey("cells.id"))
     trial_key: Mapped[str] = mapped_column(String(128))  # the Tune trial id: stable across resumes
-    phase: Mapped[str] = mapped_column(String(16), default="search")  # search | seed
+    phase: Mapped[Phase] = mapped_column(_enum(Phase), default=Phase.SEARCH)
     seed: Mapped[int] = mapped_column(Integer)
     early_stopped: Mapped[bool] = mapped_column(default=False)
     config: Mapped[dict[str, Any]]
     config_hash: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), default="PENDING")
+    status: Mapped[Status] = mapped_column(_enum(Status), default=Status.PENDING)
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     steps_done: Mapped[int] = mapped_column(Integer, default=0)
     value: Mapped[float | None] = mapped_column(Float)
@@ -107,27 +121,28 @@ class Store:
     """Thin access layer; callers use `with store.session() as s:` and the helpers below."""
 
     def __init__(self, url: str):
+        from amlab.platform.migrations import upgrade
+
         self.engine: Engine = create_engine(url, json_serializer=lambda o: json.dumps(o, default=str))
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        upgrade(self.engine)
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
     @staticmethod
-    def set_status(s: Session, obj: Sweep | Cell | Trial, status: str) -> None:
+    def set_status(s: Session, obj: Sweep | Cell | Trial, status: Status) -> None:
         """Change status and append the transition (no-op when unchanged)."""
-        if status not in STATUSES:
-            raise ValueError(f"unknown status {status!r}; valid: {', '.join(STATUSES)}")
+        status = Status(status)  # a value outside the enum is a bug: ValueError names it
         if obj.status == status and obj.id is not None:
             return
         old = obj.status if obj.id is not None else None
         obj.status = status
         if isinstance(obj, Trial):
-            if status == "RUNNING" and obj.started_at is None:
+            if status is Status.RUNNING and obj.started_at is None:
                 obj.started_at = now()
-            if status in ("FINISHED", "FAILED", "KILLED"):
+            if status.terminal:
                 obj.ended_at = now()
         s.flush()
         s.add(Transition(entity=type(obj).__name__.lower(), entity_id=obj.id, old=old, new=status))
@@ -135,8 +150,9 @@ class Store:
     def sweep(self, s: Session, name: str) -> Sweep | None:
         return s.scalars(select(Sweep).where(Sweep.name == name)).one_or_none()
 
-    def sweeps(self, s: Session) -> list[Sweep]:
-        return list(s.scalars(select(Sweep).order_by(Sweep.created_at.desc())))
+    def sweeps(self, s: Session, kind: Kind | None = None) -> list[Sweep]:
+        q = select(Sweep).order_by(Sweep.created_at.desc())
+        return list(s.scalars(q.where(Sweep.kind == kind) if kind else q))
 
     def transitions(self, s: Session, entity: str, entity_id: int) -> list[Transition]:
         q = select(Transition).where(Transition.entity == entity, Transition.entity_id == entity_id).order_by(Transition.id)

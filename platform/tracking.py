@@ -99,3 +99,20 @@ class RunLogger:
 
     def artifacts(self, local_dir: str | os.PathLike, path: str) -> None:
         self.client.log_artifacts(self.run_id, str(local_dir), path)
+
+
+def hard_delete_runs(c: MlflowClient, run_ids: list[str]) -> None:
+    """Delete runs with their artifacts for good, as `mlflow gc` does; a tracking server only soft-deletes them."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    store = c._tracking_client.store  # the backend store: hard deletion is not part of the public client
+    for run_id in run_ids:
+        try:
+            run = c.get_run(run_id)
+        except Exception:  # already gone
+            continue
+        if not hasattr(store, "_hard_delete_run"):
+            c.delete_run(run_id)
+            continue
+        get_artifact_repository(run.info.artifact_uri).delete_artifacts()
+        store._hard_delete_run(run_id)

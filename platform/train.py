@@ -24,7 +24,9 @@ from torch import nn
 
 from amlab.platform import dumps
 from amlab.platform.spec import RunSpec, TrainSpec
+from amlab.platform.status import EVALS, OBJECTIVE, PARAMS_COUNT, STATE_SIZE, STEP, TRAIN_LOSS
 from amlab.platform.tracking import RunLogger
+from amlab.platform.trial import KEY, TrialConfig, of
 from amlab.workloads.model import build_model, compute_loss, count_params
 from amlab.workloads.registry import TASKS
 from amlab.workloads.tasks.base import Task, generator
@@ -224,20 +226,15 @@ def dump_introspection(model: nn.Module, task: Task, spec: RunSpec, device: torc
 
 # -- the loop -------------------------------------------------------------------------------------
 
-def train_loop(config: dict[str, Any]) -> None:
-    """Train one spec.  config: {"spec": normalised RunSpec dict, "session": local|tune|train,
-    "tracking": {"tracking_uri", "run_id"} | None, "threads": int | None,
-    "objective": {"key": "val/<metric>", "sign": ±1} | None}."""
-    spec = RunSpec.model_validate(config["spec"])
+def train_loop(trial: TrialConfig, session: LocalSession | TrainSession) -> None:
+    """Train one trial's spec, reporting through `session` (local, Tune or a Ray Train worker)."""
+    spec = trial.spec
     t = spec.train
-    session = config.get("session_obj") or {"tune": TuneSession, "train": TrainSession}[config["session"]]()
-    if config.get("threads"):
-        torch.set_num_threads(int(config["threads"]))
+    torch.set_num_threads(trial.placement.threads)
     rank, world = session.rank, session.world_size
     device = session.device(t.device)
-    log = RunLogger(**config["tracking"]) if config.get("tracking") and rank == 0 else None
-    objective = config.get("objective")
-    live = RayMetrics.if_in_ray(spec, rank, (config.get("tracking") or {}).get("run_id", ""))
+    log = RunLogger(trial.tracking_uri, trial.run_id) if trial.tracked and rank == 0 else None
+    live = RayMetrics.if_in_ray(spec, rank, trial.run_id or "")
 
     # model, optimizer, data: identical init on every rank; each rank draws its own shard
     torch.manual_seed(t.seed)
@@ -281,7 +278,7 @@ def train_loop(config: dict[str, Any]) -> None:
         is_eval = done % t.eval_every == 0 or done == t.steps
         if done % t.log_every == 0 or is_eval:
             now = time.perf_counter()
-            metrics = {"train/loss": window_loss / window_n, "train/steps_per_s": window_n / (now - tick),
+            metrics = {TRAIN_LOSS: window_loss / window_n, "train/steps_per_s": window_n / (now - tick),
                        "train/lr": sched.get_last_lr()[0]}
             window_loss, window_n, tick = 0.0, 0, now
             if live:
@@ -291,9 +288,8 @@ def train_loop(config: dict[str, Any]) -> None:
                 evals += 1
                 if rank == 0:
                     latest = {**evaluate(model, task, spec, "val", device), **evaluate(model, task, spec, "test", device),
-                              "model/params_count": count_params(model), "model/state_size": model.core.state_size()}
-                    if objective:  # what search minimises: the validation metric, signed
-                        latest["objective"] = objective["sign"] * latest[objective["key"]]
+                              PARAMS_COUNT: count_params(model), STATE_SIZE: model.core.state_size()}
+                    latest[OBJECTIVE] = trial.objective_sign * latest[trial.objective_key]  # what search minimises
                     checkpoint = save_checkpoint(Path(tempfile.mkdtemp(prefix="amctl-ckpt-")), model, opt, sched, done)
                 tick = time.perf_counter()  # evaluation time is not training throughput
             metrics.update(latest)
@@ -301,7 +297,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 log.log(metrics, done, int(time.time() * 1000))
                 if is_eval:
                     log.flush()
-            session.report({"step": done, "evals": evals, **metrics}, checkpoint)
+            session.report({STEP: done, EVALS: evals, **metrics}, checkpoint)
             if checkpoint is not None:
                 shutil.rmtree(checkpoint, ignore_errors=True)  # the session has persisted it
 
@@ -322,29 +318,34 @@ def run_trial(config: dict[str, Any]) -> None:
     the supported shape.  The Train run name is derived from the trial id so
     that a restored trial resumes its own Train run.
     """
-    spec = RunSpec.model_validate(config["spec"])
-    if spec.train.workers == 1:
-        train_loop({**config, "session": "tune"})
+    trial = of(config)
+    if trial.spec.train.workers == 1:
+        train_loop(trial, TuneSession())
         return
     import ray.tune
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    use_gpu = spec.train.device != "cpu" and config.get("gpus_per_worker", 0) > 0
+    use_gpu = trial.spec.train.device != "cpu" and trial.placement.gpus_per_worker > 0
     trainer = TorchTrainer(
-        train_loop,
-        train_loop_config={**config, "session": "train"},
+        _train_worker,
+        train_loop_config={KEY: trial},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
-            num_workers=spec.train.workers, use_gpu=use_gpu,
-            resources_per_worker={"CPU": config.get("cpus_per_worker", 1)},  # use_gpu adds one GPU each
+            num_workers=trial.spec.train.workers, use_gpu=use_gpu,
+            resources_per_worker={"CPU": trial.placement.cpus_per_worker},  # use_gpu adds one GPU each
         ),
         run_config=RunConfig(
             name=f"ddp-{ray.tune.get_context().get_trial_id()}",
-            storage_path=config["storage_path"],
+            storage_path=trial.storage_path,
             callbacks=[TuneReportCallback()],
             failure_config=FailureConfig(max_failures=0, controller_failure_limit=1),
         ),
     )
     trainer.fit()
+
+
+def _train_worker(config: dict[str, Any]) -> None:
+    """What every Ray Train worker runs: the same loop, reporting through Ray Train."""
+    train_loop(of(config), TrainSession())

@@ -83,7 +83,7 @@ def ray_local(settings, ray_cluster):
     """The driver of this test process, joined to the session's cluster the way amctl joins one."""
     import ray
 
-    from amlab.platform.launch import ensure_ray
+    from amlab.platform.resources import ensure_ray
 
     ensure_ray(settings, ray_cluster.address)
     yield ray
@@ -102,10 +102,11 @@ def report_dir(ray_local, settings, tmp_path_factory):
     from typer.testing import CliRunner
 
     import amctl
-    from amlab.platform.spec import validate_sweep
+    from amlab.platform.api import plan
+    from amlab.platform.status import Kind
     from amlab.platform.sweep import run_sweep
 
-    spec, cells, _ = validate_sweep({
+    launch = plan(Kind.SWEEP, {
         "name": REPORT_SWEEP,
         "mechanisms": {"lstm": {"d_model": 16}, "transformer": {"d_model": 16, "heads": 2}},
         "tasks": {"copy": {"max_len": 4, "test_lens": [4, 8]}, "mqar": {"vocab_size": 64, "seq_len": 16, "num_kv_pairs": 2}},
@@ -113,7 +114,7 @@ def report_dir(ray_local, settings, tmp_path_factory):
         "train": {"steps": 30, "batch_size": 8, "eval_every": 10, "log_every": 10, "eval_batches": 1},
         "search": {"trials": 2, "scheduler": "asha", "grace_evals": 1, "reduction_factor": 2},
     })
-    assert run_sweep(spec, cells, settings).status == "FINISHED"
+    assert run_sweep(launch, settings).status == "FINISHED"
     out = tmp_path_factory.mktemp("report")
     res = CliRunner().invoke(amctl.app, ["report", REPORT_SWEEP, "--out", str(out)])
     assert res.exit_code == 0, res.output

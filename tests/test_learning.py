@@ -11,6 +11,7 @@ import pytest
 
 from amlab.platform.spec import validate_run
 from amlab.platform.train import LocalSession, train_loop
+from amlab.platform.trial import TrialConfig
 from amlab.workloads.registry import MECHANISMS
 
 STEPS = 300
@@ -33,7 +34,7 @@ def test_loss_falls_on_short_copy(name):
                   "eval_batches": 1, "device": "cpu", "seed": 0},
     })
     session = LocalSession()
-    train_loop({"spec": spec.normalised(), "session_obj": session})
+    train_loop(TrialConfig.local(spec), session)
     losses = [r["train/loss"] for r in session.reports]
     assert len(losses) == STEPS // 20
     assert losses[-1] < 0.9 * losses[0], f"{name}: train loss {losses[0]:.3f} -> {losses[-1]:.3f}"

@@ -25,7 +25,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from amlab.platform.results import cell_results
-from amlab.platform.spec import validate_sweep
+from amlab.platform.api import plan
+from amlab.platform.status import Kind
 from amlab.platform.store import Store
 from amlab.platform.sweep import run_sweep
 
@@ -73,8 +74,8 @@ def small_sweep() -> dict:
 
 @pytest.mark.ray
 def test_sweep_on_postgresql_equals_the_same_sweep_on_sqlite(ray_local, ray_cluster, settings, postgres, tmp_path):
-    spec, cells, _ = validate_sweep(small_sweep())
-    assert run_sweep(spec, cells, settings).status == "FINISHED"  # the session's embedded SQLite stores
+    launch = plan(Kind.SWEEP, small_sweep())
+    assert run_sweep(launch, settings).status == "FINISHED"  # the session's embedded SQLite stores
     on_sqlite = cell_results(Store(settings.db_url), "pg-equal")
 
     # the same sweep, submitted through the Jobs API with every store switched by one setting
@@ -104,7 +105,7 @@ def test_sweep_on_postgresql_equals_the_same_sweep_on_sqlite(ray_local, ray_clus
     assert trial_runs == store_runs and len(trial_runs) == 3
     for run_id in trial_runs:
         assert [m.step for m in client.get_metric_history(run_id, "train/loss")] == [10, 20]
-    study = optuna.load_study(study_name=f"pg-equal:{cells[0].key}", storage=pg["AMCTL_OPTUNA_URL"])
+    study = optuna.load_study(study_name=f"pg-equal:{launch.cells[0].key}", storage=pg["AMCTL_OPTUNA_URL"])
     assert len(study.trials) == 2
 
     # `amctl server` serves that MLflow backend

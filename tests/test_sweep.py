@@ -17,7 +17,8 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 import amctl
-from amlab.platform.spec import validate_sweep
+from amlab.platform.api import plan
+from amlab.platform.status import Kind
 from amlab.platform.store import Store, Trial
 from amlab.platform.sweep import run_sweep
 
@@ -67,8 +68,9 @@ def check_tree(client: MlflowClient, store: Store, name: str) -> list:
 
 
 def test_two_by_two_sweep_end_to_end(ray_local, settings):
-    spec, cells, _ = validate_sweep(grid("grid22"))
-    outcome = run_sweep(spec, cells, settings)
+    launch = plan(Kind.SWEEP, grid("grid22"))
+    cells = launch.cells
+    outcome = run_sweep(launch, settings)
     assert outcome.status == "FINISHED" and outcome.concurrency >= 1
 
     res = CliRunner().invoke(amctl.app, ["report", "grid22", "--json"])
@@ -92,7 +94,7 @@ def test_two_by_two_sweep_end_to_end(ray_local, settings):
     assert len(study.trials) == 2 and all(t.user_attrs["seed"] == 0 for t in study.trials)
 
     # relaunching a finished sweep does no work
-    again = run_sweep(spec, cells, settings)
+    again = run_sweep(launch, settings)
     assert again.status == "FINISHED" and sorted(again.skipped) == sorted(c.key for c in cells) and again.ran == []
     assert len(runs_of(client, "grid22")) == 1 + 4 + 12
 

@@ -6,6 +6,7 @@ import pytest
 
 from amlab.platform.spec import validate_run
 from amlab.platform.train import LocalSession, train_loop
+from amlab.platform.trial import TrialConfig
 
 
 def spec(**train):
@@ -13,7 +14,7 @@ def spec(**train):
         "mechanism": {"name": "lstm", "d_model": 16},
         "task": {"name": "copy", "max_len": 4, "test_lens": [4, 8]},
         "train": {"steps": 60, "batch_size": 8, "eval_every": 20, "log_every": 10, "eval_batches": 1, **train},
-    }).normalised()
+    })
 
 
 def curve(session: LocalSession) -> list[tuple[int, float]]:
@@ -22,9 +23,9 @@ def curve(session: LocalSession) -> list[tuple[int, float]]:
 
 def test_seeded_run_gives_the_same_curve_twice():
     a, b, c = LocalSession(), LocalSession(), LocalSession()
-    train_loop({"spec": spec(), "session_obj": a})
-    train_loop({"spec": spec(), "session_obj": b})
-    train_loop({"spec": spec(seed=1), "session_obj": c})
+    train_loop(TrialConfig.local(spec()), a)
+    train_loop(TrialConfig.local(spec()), b)
+    train_loop(TrialConfig.local(spec(seed=1)), c)
     assert len(curve(a)) == 6
     assert curve(a) == curve(b)
     assert a.reports[-1]["val/bit_errors"] == b.reports[-1]["val/bit_errors"]
@@ -50,13 +51,13 @@ class CrashingSession(LocalSession):
 
 def test_resume_from_checkpoint_continues_the_exact_curve(tmp_path):
     whole = LocalSession()
-    train_loop({"spec": spec(schedule="cosine", warmup_steps=5), "session_obj": whole})
+    train_loop(TrialConfig.local(spec(schedule="cosine", warmup_steps=5)), whole)
     first = CrashingSession(tmp_path, at=40)
     with pytest.raises(Crash):
-        train_loop({"spec": spec(schedule="cosine", warmup_steps=5), "session_obj": first})
+        train_loop(TrialConfig.local(spec(schedule="cosine", warmup_steps=5)), first)
     assert (tmp_path / "state.pt").exists()
     second = LocalSession(tmp_path)
-    train_loop({"spec": spec(schedule="cosine", warmup_steps=5), "session_obj": second})
+    train_loop(TrialConfig.local(spec(schedule="cosine", warmup_steps=5)), second)
     assert [r["step"] for r in second.reports] == [50, 60]
     assert curve(first) + curve(second) == curve(whole)
     assert second.reports[-1]["test/bit_errors"] == whole.reports[-1]["test/bit_errors"]
@@ -64,7 +65,7 @@ def test_resume_from_checkpoint_continues_the_exact_curve(tmp_path):
 
 def test_eval_reports_metrics_per_generalisation_group():
     s = LocalSession()
-    train_loop({"spec": spec(steps=20), "session_obj": s})
+    train_loop(TrialConfig.local(spec(steps=20)), s)
     last = s.reports[-1]
     assert {"test/bit_errors/len_4", "test/bit_errors/len_8", "val/bit_errors"} <= set(last)
     assert last["test/bit_errors"] == pytest.approx((last["test/bit_errors/len_4"] + last["test/bit_errors/len_8"]) / 2)
@@ -73,4 +74,4 @@ def test_eval_reports_metrics_per_generalisation_group():
 def test_divergence_is_a_clear_error():
     s = LocalSession()
     with pytest.raises(FloatingPointError, match="lower train.lr"):
-        train_loop({"spec": spec(lr=10, grad_clip=0, optimizer="sgd"), "session_obj": s})
+        train_loop(TrialConfig.local(spec(lr=10, grad_clip=0, optimizer="sgd")), s)

@@ -1,0 +1,278 @@
+"""The platform facade: every command of the CLI as a function that validates, acts and returns plain data.
+
+The CLI parses arguments, calls one of these and renders what comes back.
+Problems a person can fix are `errors.BadInput` (exit 2), raised before any
+work starts.  Nothing here imports the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from amlab.platform.errors import BadInput, SweepActive, UnknownSweep
+from amlab.platform.launch import Launch
+from amlab.platform.settings import Settings
+from amlab.platform.spec import SpecError, apply_overrides, load_yaml, validate_run, validate_sweep
+from amlab.platform.status import Kind, Status, study_name
+from amlab.platform.store import Store, Transition
+
+
+def settings() -> Settings:
+    return Settings.load()
+
+
+def store() -> Store:
+    return Store(settings().db_url)
+
+
+# -- what to launch --------------------------------------------------------------------------------
+
+def sweep_data(spec: Path | None, preset_name: str | None, overrides: list[str]) -> dict[str, Any]:
+    """The sweep spec as data: a YAML file or a preset (default: the quick study), with `--set` overrides."""
+    from amlab.platform.presets import preset
+
+    if spec and preset_name:
+        raise SpecError(["give a spec file or --preset, not both"])
+    if spec:
+        data = load_yaml(spec)
+    else:
+        try:
+            data = json.loads(json.dumps(preset(preset_name or "quick")["spec"]))
+        except KeyError as e:
+            raise SpecError([f"--preset: {e.args[0]}"]) from None
+    return apply_overrides(data, overrides)
+
+
+def run_data(spec: Path | None, mechanism: str | None, task: str | None, overrides: list[str]) -> dict[str, Any]:
+    data: dict[str, Any] = load_yaml(spec) if spec else {}
+    for section, name in (("mechanism", mechanism), ("task", task)):
+        if name:
+            data[section] = {**(data.get(section) or {}), "name": name}
+    return apply_overrides(data, overrides)
+
+
+def plan(kind: Kind, data: dict[str, Any]) -> Launch:
+    """Validate a spec completely (SpecError lists every problem) and expand it into cells."""
+    return Launch.of_run(validate_run(data)) if kind is Kind.RUN else Launch.of_sweep(*validate_sweep(data))
+
+
+def recorded(name: str) -> tuple[Launch, dict[str, Any]]:
+    """The launch a sweep or run was recorded with (what `resume` runs again), and its spec data."""
+    with (st := store()).session() as s:
+        row = st.sweep(s, name)
+        if row is None:
+            raise UnknownSweep(f"no sweep or run named {name!r}; known: {_known(st, s)}")
+        kind, data = Kind(row.kind), dict(row.spec)
+    return plan(kind, data), data
+
+
+def _known(st: Store, s) -> str:
+    return ", ".join(x.name for x in st.sweeps(s)[:20]) or "none yet"
+
+
+def launch(lch: Launch, *, address: str | None = None, fresh: bool = False, extend: bool = False, display=None,
+           on_plan=None):
+    """Run a launch on the local or joined Ray cluster; `fresh` first deletes what an earlier launch recorded."""
+    from amlab.platform.sweep import run_sweep
+
+    if fresh and exists(lch.name):
+        delete(lch.name)
+    return run_sweep(lch, settings(), address=address, extend=extend, display=display, on_plan=on_plan)
+
+
+def submit(lch: Launch, data: dict[str, Any], url: str, args: list[str], write: Callable[[str], None]):
+    """Submit a validated launch as a Ray job and stream its log to `write`; returns (job id, JobEnd)."""
+    from amlab.platform import remote
+
+    job = remote.submit(url, lch.kind.value, lch.name, data, args)
+    write(f"submitted {lch.kind.value} {lch.name} to {url} as job {job} (Ctrl-C detaches; `amctl cancel {lch.name}` stops it)\n")
+    remote.follow(url, job, write)
+    return job, remote.outcome(url, job)
+
+
+def exists(name: str) -> bool:
+    with (st := store()).session() as s:
+        return st.sweep(s, name) is not None
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+def results(name: str) -> list[dict[str, Any]]:
+    from amlab.platform.results import cell_results
+
+    return cell_results(store(), name)
+
+
+def status(name: str | None) -> list[dict[str, Any]]:
+    from amlab.platform.views import status_rows
+
+    return status_rows(store(), name)
+
+
+def trial_metrics(name: str) -> dict[str, Any]:
+    from amlab.platform.sweep import trial_metrics
+
+    return trial_metrics(settings(), name)
+
+
+def report_data(name: str) -> dict[str, Any]:
+    from amlab.platform import report
+
+    return report.collect(settings(), name)
+
+
+def render_report(name: str, fmt: str) -> str:
+    """The report as md, csv or json text."""
+    from amlab.platform import report
+
+    data = report.collect(settings(), name)
+    return {"json": lambda: report.render_json(data["cells"]), "md": lambda: report.render_md(data),
+            "csv": lambda: report.render_csv(data)}[fmt]()
+
+
+def write_report(name: str, folder: Path | None, fmt: str | None) -> list[Path]:
+    """Write the report (one format, or all) into `folder` (default $AMCTL_HOME/reports/NAME)."""
+    from amlab.platform import report
+
+    cfg = settings()
+    return report.write(cfg, name, folder or cfg.home / "reports" / name, (fmt,) if fmt else report.FORMATS)
+
+
+def compare(a: str, b: str) -> list[dict[str, Any]]:
+    from amlab.platform import report
+
+    return report.compare(store(), a, b)
+
+
+def names(kind: str) -> list[str]:
+    """Names for shell completion: sweeps, presets, mechanisms or tasks."""
+    if kind == "sweeps":
+        with (st := store()).session() as s:
+            return [x.name for x in st.sweeps(s)]
+    if kind == "presets":
+        from amlab.platform.presets import PRESETS
+
+        return list(PRESETS)
+    from amlab.workloads.registry import MECHANISMS, TASKS
+
+    return list((MECHANISMS if kind == "mechanisms" else TASKS).names())
+
+
+def serve(cmd: list[str], log: Path | None = None) -> int:
+    """Run a server in the foreground (its request log to `log`, not the terminal) until it exits or Ctrl-C."""
+    import subprocess
+
+    try:
+        if log is None:
+            return subprocess.call(cmd)
+        with open(log, "a") as sink:
+            return subprocess.call(cmd, stdout=sink, stderr=subprocess.STDOUT)
+    except KeyboardInterrupt:
+        return 0
+
+
+# -- changing --------------------------------------------------------------------------------------
+
+def cancel(name: str) -> Status:
+    """Flag a running sweep (or run) for cancellation; its driver stops the trials within seconds and marks it KILLED."""
+    with (st := store()).session() as s:
+        row = st.sweep(s, name)
+        if row is None:
+            raise UnknownSweep(f"no sweep or run named {name!r}; known: {_known(st, s)}")
+        if row.status == Status.RUNNING:
+            row.cancel_requested = True
+            s.commit()
+        return Status(row.status)
+
+
+@dataclass
+class Deletion:
+    name: str
+    mlflow_runs: list[str] = field(default_factory=list)
+    studies: list[str] = field(default_factory=list)
+    folders: list[str] = field(default_factory=list)
+    store_rows: int = 0
+    done: bool = False
+
+
+def delete(name: str, *, dry_run: bool = False) -> Deletion:
+    """Remove a sweep from all four stores (SQL, MLflow runs and artifacts, Optuna studies, Tune folder)."""
+    import optuna
+
+    from amlab.platform import tracking
+    from amlab.platform.sweep import tune_storage
+
+    cfg, st = settings(), store()
+    with st.session() as s:
+        row = st.sweep(s, name)
+        if row is None:
+            raise UnknownSweep(f"no sweep or run named {name!r}; known: {_known(st, s)}")
+        if row.status == Status.RUNNING:
+            raise SweepActive(f"{row.kind} {name} is RUNNING; `amctl cancel {name}` it first, then delete it")
+        cells = list(row.cells)
+        trials = [t for c in cells for t in c.trials]
+        out = Deletion(name, store_rows=1 + len(cells) + len(trials))
+        out.mlflow_runs = list(dict.fromkeys(r for r in [row.mlflow_run_id, *(c.mlflow_run_id for c in cells),
+                                                         *(t.mlflow_run_id for t in trials)] if r))
+        if row.kind == Kind.SWEEP:
+            out.studies = [study_name(name, c.key) for c in cells]
+        out.folders = [p for p in (tune_storage(cfg, name), str(cfg.home / "reports" / name)) if Path(p).exists()]
+        if dry_run:
+            return out
+        entities = [("sweep", row.id), *(("cell", c.id) for c in cells), *(("trial", t.id) for t in trials)]
+        for entity, entity_id in entities:
+            s.query(Transition).filter(Transition.entity == entity, Transition.entity_id == entity_id).delete()
+        s.delete(row)
+        s.commit()
+    tracking.hard_delete_runs(tracking.client(cfg), out.mlflow_runs)
+    for study in out.studies:
+        try:
+            optuna.delete_study(study_name=study, storage=cfg.optuna_url)
+        except KeyError:
+            pass  # never created (the cell was recorded by a driver that died before its study)
+    for folder in out.folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    out.done = True
+    return out
+
+
+# -- serving ---------------------------------------------------------------------------------------
+
+def ui_command(port: int | None, optuna_ui: bool) -> tuple[list[str], str, Path]:
+    """The MLflow UI (or optuna-dashboard) on loopback over amctl's stores: (command, url, log file)."""
+    cfg = settings()
+    port = port or (8080 if optuna_ui else 5000)
+    if optuna_ui:
+        cmd = [str(Path(sys.executable).with_name("optuna-dashboard")), "--host", "127.0.0.1", "--port", str(port),
+               cfg.optuna_url]
+    else:
+        cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+               "--backend-store-uri", cfg.mlflow_uri, "--default-artifact-root", cfg.artifacts, "--workers", "1"]
+    (cfg.home / "logs").mkdir(exist_ok=True)
+    return cmd, f"http://127.0.0.1:{port}", cfg.home / "logs" / ("optuna-dashboard.log" if optuna_ui else "mlflow-ui.log")
+
+
+def server_command(port: int, host: str, backend: str | None, artifacts: str | None, workers: int) -> list[str]:
+    """The MLflow tracking server a cluster logs to: a SQL backend, artifacts proxied to S3/GCS or a folder."""
+    cfg = settings()
+    backend = backend or cfg.mlflow_uri
+    if backend.startswith(("http://", "https://")):
+        raise BadInput(f"MLFLOW_TRACKING_URI is a server ({backend}); give --backend postgresql://.../mlflow")
+    return [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", str(workers),
+            "--backend-store-uri", backend, "--serve-artifacts", "--artifacts-destination", artifacts or cfg.artifacts]
+
+
+def cluster_command(config: Path, *args: str) -> list[str]:
+    """`ray up/down/exec` for a cluster-launcher YAML, checked as `ray up` would check it (BadInput first)."""
+    from amlab.platform.cluster_config import check
+
+    problems = check(config)
+    if problems:
+        raise BadInput("the cluster config was rejected; nothing was started", problems)
+    return [sys.executable, "-m", "ray.scripts.scripts", *args]

@@ -1,0 +1,99 @@
+"""Tune callbacks on the driver: bookkeeping (store + MLflow through `records`), cancel, and progress.
+
+All three are pickled with the experiment state when Tune checkpoints it;
+the progress display is a live object of this process, so it is dropped
+from the pickle and re-attached to a restored Tuner with `attach_display`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from amlab.platform import records
+from amlab.platform.records import SweepContext
+from amlab.platform.status import STEP, Status
+from amlab.platform.trial import of
+
+Display = Callable[[str, dict[str, Any]], None]  # (event: start|result|finished|failed, info) -> None
+
+
+class Bookkeeper(tune.Callback):
+    """Keeps the store and MLflow in step with Tune: progress, and a terminal state for every trial."""
+
+    def __init__(self, ctx: SweepContext):
+        self.ctx = ctx
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        records.trial_progress(self.ctx, trial.trial_id, None)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if STEP in result:
+            records.trial_progress(self.ctx, trial.trial_id, int(result[STEP]))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result, steps = trial.last_result or {}, of(trial.config).steps
+        records.close_trial(self.ctx, trial.trial_id, Status.FINISHED, result, early=result.get(STEP, steps) < steps)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        error = Path(trial.error_file).read_text(errors="replace") if trial.error_file and Path(trial.error_file).exists() else ""
+        records.close_trial(self.ctx, trial.trial_id, Status.FAILED, trial.last_result or {}, early=False, error=error)
+
+
+class Progress(tune.Callback):
+    """Forwards trial events to a display (the live table or a progress bar)."""
+
+    def __init__(self, display: Display | None = None):
+        self.display = display
+
+    def __getstate__(self):
+        return {"display": None}
+
+    def _show(self, event: str, trial, result: dict) -> None:
+        if self.display is not None:
+            t = of(trial.config)
+            self.display(event, {"trial_id": trial.trial_id, "cell": t.cell, "phase": t.phase, "steps": t.steps, **result})
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._show("start", trial, {})
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._show("result", trial, result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._show("finished", trial, trial.last_result or {})
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._show("failed", trial, trial.last_result or {})
+
+
+def attach_display(tuner: tune.Tuner, display: Display | None) -> None:
+    """Give a (restored) Tuner's Progress callback this process's display."""
+    for cb in tuner._local_tuner.get_run_config().callbacks or []:
+        if isinstance(cb, Progress):
+            cb.display = display
+
+
+class CancelStopper(tune.Stopper):
+    """Stops the whole Tune run when `amctl cancel` has flagged the sweep in the store (polled every 2 s)."""
+
+    def __init__(self, ctx: SweepContext):
+        self.ctx, self._last, self._stop = ctx, 0.0, False
+
+    def __getstate__(self):  # a restored stopper must poll again, not remember an earlier cancel
+        return {"ctx": self.ctx, "_last": 0.0, "_stop": False}
+
+    def __call__(self, trial_id, result) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        if not self._stop and time.time() - self._last > 2:
+            self._last = time.time()
+            with self.ctx.store.session() as s:
+                sweep = self.ctx.store.sweep(s, self.ctx.sweep)
+                self._stop = sweep is not None and sweep.cancel_requested
+        return self._stop

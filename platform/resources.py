@@ -1,0 +1,71 @@
+"""ONE resource policy: what a trial requests from Ray, how its work is placed, and how many trials fit at once.
+
+A single run and a sweep go through `plan`, so a run and a one-cell sweep
+get the same placement.  One-worker trials hold their CPUs (and GPU)
+themselves; a DDP trial is a tiny driver (`DRIVER_CPU`) that starts a
+TorchTrainer whose workers hold the rest.  Concurrency never exceeds what
+the nodes can hold together, so trials never deadlock waiting for each
+other's resources.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import ray
+
+from amlab.platform.errors import ResourceError
+from amlab.platform.settings import Settings
+from amlab.platform.spec import ResourcesSpec
+from amlab.platform.trial import Placement
+
+DRIVER_CPU = 0.01  # a Tune trial that only drives a TorchTrainer; it cannot ask for 0
+
+
+def ensure_ray(settings: Settings, address: str | None = None) -> None:
+    """Start an embedded local Ray (or join `address`), passing the store locations to every worker."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the progress display is ours; Tune's tables would interleave
+    if ray.is_initialized():
+        return
+    env = {"AMCTL_HOME": str(settings.home), "MLFLOW_TRACKING_URI": settings.mlflow_uri,
+           "AMCTL_DB_URL": settings.db_url, "AMCTL_OPTUNA_URL": settings.optuna_url}
+    ray.init(address=address, log_to_driver=False, logging_level="ERROR", runtime_env={"env_vars": env})
+
+
+@dataclass(frozen=True)
+class Plan:
+    request: dict[str, float]  # what each Tune trial asks for (tune.with_resources)
+    placement: Placement  # threads and per-worker resources inside the trial
+    concurrency: int
+
+
+def _alive_nodes() -> list[dict[str, float]]:
+    return [n["Resources"] for n in ray.nodes() if n["Alive"]]
+
+
+def plan(r: ResourcesSpec, total_trials: int) -> Plan:
+    """The placement of every trial of a sweep on the connected cluster (ResourceError if it can never fit)."""
+    nodes = _alive_nodes()
+    cpus = sum(float(n.get("CPU", 0)) for n in nodes) or 1.0
+    gpus = sum(float(n.get("GPU", 0)) for n in nodes)
+    node_cpus = max((float(n.get("CPU", 0)) for n in nodes), default=1.0) or 1.0
+    workers = r.workers_per_trial
+    if r.gpus_per_worker and r.gpus_per_worker * workers > gpus:
+        raise ResourceError(f"resources: a trial needs {r.gpus_per_worker * workers:g} GPUs "
+                            f"({workers} worker(s) × gpus_per_worker={r.gpus_per_worker:g}); the cluster has {gpus:g}")
+    if workers == 1:
+        cpw = min(r.cpus_per_worker, node_cpus)
+        request, per_trial = {"cpu": cpw, "gpu": r.gpus_per_worker}, cpw
+    else:
+        cpw = min(r.cpus_per_worker, math.floor((cpus - DRIVER_CPU) / workers * 100) / 100)
+        if cpw <= 0:
+            raise ResourceError(f"resources.workers_per_trial={workers} does not fit on {cpus:g} CPUs")
+        request, per_trial = {"cpu": DRIVER_CPU}, DRIVER_CPU + cpw * workers
+    fits = math.floor(cpus / per_trial + 1e-9)
+    if r.gpus_per_worker:
+        fits = min(fits, math.floor(gpus / (r.gpus_per_worker * workers) + 1e-9))
+    concurrency = max(1, min(fits, r.max_concurrent or fits, total_trials))
+    placement = Placement(threads=max(1, int(cpw)), cpus_per_worker=cpw, gpus_per_worker=r.gpus_per_worker)
+    return Plan(request, placement, concurrency)

@@ -1,0 +1,267 @@
+"""Every terminal view: the live sweep table, results, status, jobs, comparisons and registry listings.
+
+User text (names, errors) goes into cells as `Text`, never as markup, so a
+name like '[/red]' is shown as typed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from amlab.platform.errors import UnknownSweep
+from amlab.platform.status import OBJECTIVE, STEP, Phase, Status
+from amlab.platform.store import Store
+
+
+def _t(value: Any) -> Text:
+    return Text("-" if value is None else str(value))
+
+
+class SweepView:
+    """Live table of a running sweep: one row per cell, updated from Tune's driver-side callbacks."""
+
+    def __init__(self, cells, total: int, concurrency: int):
+        self.rows = {c.key: {"cell": f"{c.mechanism} × {c.task}", "done": 0, "running": {}, "best": None, "sign": None,
+                             "planned": (c.search.trials if c.space else 1) + len(c.seeds) - 1} for c in cells}
+        self.total, self.concurrency, self.started = total, concurrency, time.time()
+
+    def update(self, event: str, info: dict[str, Any]) -> None:
+        row = self.rows.get(info.get("cell"))
+        if row is None:
+            return
+        tid = info["trial_id"]
+        if event in ("start", "result"):
+            row["running"][tid] = (info.get(STEP, 0), info["steps"], info.get("phase"))
+        else:
+            row["running"].pop(tid, None)
+            row["done"] += 1
+        if info.get(OBJECTIVE) is not None and info.get("phase") == Phase.SEARCH:
+            row["best"] = info[OBJECTIVE] if row["best"] is None else min(row["best"], info[OBJECTIVE])
+
+    def __rich__(self) -> Table:
+        done = sum(r["done"] for r in self.rows.values())
+        title = f"trials {done}/{self.total} · {self.concurrency} at a time · {time.time() - self.started:.0f} s elapsed"
+        table = Table("cell", "trials", "running (step/steps, phase)", "best validation objective ↓", title=title)
+        for r in self.rows.values():
+            running = ", ".join(f"{s}/{n} {p}" for s, n, p in r["running"].values()) or "-"
+            best = f"{r['best']:.4g}" if r["best"] is not None else "-"
+            table.add_row(r["cell"], f"{r['done']}/{r['planned']}", running, best)
+        return table
+
+
+def leaderboard_table(name: str, cells: list[dict[str, Any]]) -> Table:
+    """The report's leaderboard: test metric over seeds with its interval, chance, sizes and marks."""
+    from amlab.platform.report import fmt
+
+    table = Table("mechanism", "task", "test metric", "value over seeds", "n", "chance", "params", "state", "status",
+                  title=Text(f"{name}: test split"))
+    for c in cells:
+        arrow = "↑" if c["higher_is_better"] else "↓"
+        ci = (c["ci_low"], c["ci_high"]) if c.get("ci_low") is not None else None
+        mark = " best" if c.get("best") else " tie" if c.get("tie") else ""
+        table.add_row(_t(c["mechanism"]), _t(c["task"]), f"{c['metric']} {arrow}", fmt(c["value"], c["metric"], ci) + mark,
+                      _t(c.get("n_seeds", len(c["per_seed"]))), fmt(c.get("chance"), c["metric"]),
+                      _t(c["params_count"]), _t(c["state_size"]), _t(c["status"]))
+    return table
+
+
+def status_rows(store: Store, name: str | None) -> list[dict[str, Any]]:
+    """Sweeps (or the one named) with their cells and trials, as plain data for --json and the tables."""
+    with store.session() as s:
+        if name:
+            sweep = store.sweep(s, name)
+            if sweep is None:
+                known = ", ".join(x.name for x in store.sweeps(s)[:20]) or "none yet"
+                raise UnknownSweep(f"no sweep or run named {name!r}; known: {known}")
+            sweeps = [sweep]
+        else:
+            sweeps = store.sweeps(s)
+        return [
+            {"name": sw.name, "kind": str(sw.kind), "status": str(sw.status), "cancel_requested": sw.cancel_requested,
+             "created_at": sw.created_at.isoformat(), "mlflow_run_id": sw.mlflow_run_id,
+             "cells": [{"mechanism": c.mechanism, "task": c.task, "status": str(c.status), "config_hash": c.config_hash,
+                        "value": c.value, "metric": c.metric,
+                        "trials": [{"key": t.trial_key, "phase": str(t.phase), "seed": t.seed, "status": str(t.status),
+                                    "steps_done": t.steps_done, "steps": t.config["train"]["steps"],
+                                    "early_stopped": t.early_stopped, "mlflow_run_id": t.mlflow_run_id}
+                                   for t in c.trials]} for c in sw.cells]}
+            for sw in sweeps
+        ]
+
+
+def status_table(rows: list[dict[str, Any]], name: str | None) -> Table:
+    """All sweeps, one row each; or, with a name, that sweep's cells with trial counts and live progress."""
+    if not name:
+        table = Table("name", "kind", "status", "cells", "trials finished", "created", title="amctl status")
+        for r in rows:
+            trials = [t for c in r["cells"] for t in c["trials"]]
+            done = sum(t["status"] == Status.FINISHED for t in trials)
+            status = r["status"] + (" (cancel requested)" if r["cancel_requested"] else "")
+            table.add_row(_t(r["name"]), r["kind"], status, str(len(r["cells"])), f"{done}/{len(trials)}", r["created_at"][:19])
+        return table
+    r = rows[0]
+    table = Table("cell", "status", "trials (finished/early-stopped/failed/total)", "running", "test value",
+                  title=Text(f"{r['kind']} {r['name']}: {r['status']}"))
+    for c in r["cells"]:
+        ts = c["trials"]
+        count = {k: sum(t["status"] == k for t in ts) for k in (Status.FINISHED, Status.FAILED)}
+        early = sum(t["early_stopped"] for t in ts)
+        running = ", ".join(f"{t['phase']} s{t['seed']} {t['steps_done']}/{t['steps']}" for t in ts if t["status"] == Status.RUNNING)
+        value = f"{c['metric']}={c['value']:.4g}" if c["value"] is not None else "-"
+        table.add_row(f"{c['mechanism']} × {c['task']}", c["status"],
+                      f"{count[Status.FINISHED]}/{early}/{count[Status.FAILED]}/{len(ts)}", running or "-", value)
+    return table
+
+
+def active(rows: list[dict[str, Any]]) -> bool:
+    return any(Status(r["status"]).active for r in rows)
+
+
+def jobs_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table("job", "status", "kind", "name", "entrypoint", title="Ray jobs")
+    for r in rows:
+        table.add_row(_t(r["job"]), r["status"], _t(r["kind"]), _t(r["name"]), _t(r["entrypoint"]))
+    return table
+
+
+def compare_table(a: str, b: str, rows: list[dict[str, Any]]) -> Table:
+    from amlab.platform.report import fmt
+
+    table = Table("mechanism", "task", "test metric", Text(a), Text(b), Text(f"{b} - {a}"), "intervals", title=Text(f"{a} vs {b}"))
+    for r in rows:
+        diff = "-" if r["difference"] is None else f"{r['difference']:+.4g}"
+        overlap = {None: "-", True: "overlap (tie)", False: "separate"}[r["overlap"]]
+        table.add_row(r["mechanism"], r["task"], f"{r['metric']} {'↑' if r['higher_is_better'] else '↓'}",
+                      fmt(r["a"], r["metric"], r["a_ci"]), fmt(r["b"], r["metric"], r["b_ci"]), diff, overlap)
+    return table
+
+
+def registry_table(kind: str, rows: list[dict[str, Any]]) -> Table:
+    """`amctl list mechanisms|tasks`: one line each with what it is, then its knobs."""
+    if kind == "mechanisms":
+        table = Table("name", "family", "modalities", "knobs (default)", "paper", title="mechanisms")
+        for r in rows:
+            knobs = ", ".join(f"{k}={v['default']}" for k, v in r["params"].items())
+            table.add_row(r["name"], r["family"], ",".join(r["modalities"]), knobs, r["paper"])
+        return table
+    table = Table("name", "what it tests", "modality", "loss", "metric", "knobs (default)", title="tasks")
+    for r in rows:
+        knobs = ", ".join(f"{k}={v['default']}" for k, v in r["params"].items())
+        table.add_row(r["name"], r.get("summary", ""), r["modality"], r["loss"],
+                      f"{r['metric']} {'↑' if r['higher_is_better'] else '↓'}", knobs)
+    return table
+
+
+def presets_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table("name", "mechanisms × tasks", "the paper predicts", title="presets")
+    for r in rows:
+        table.add_row(r["name"], f"{', '.join(r['spec']['mechanisms'])} × {', '.join(r['spec']['tasks'])}", r["predicts"])
+    return table
+
+
+class LiveLaunch:
+    """What a launch shows while it runs: a progress bar for a single run, the live cell table for a sweep."""
+
+    def __init__(self, kind, launch, console, quiet: bool = False):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.kind, self.launch, self.console, self.quiet = kind, launch, console, quiet
+        self.view: SweepView | None = None
+        self.live = None
+        if kind == "run":
+            cell = launch.cells[0]
+            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                console=console, disable=quiet)
+            self.task = self.bar.add_task(f"{cell.mechanism} × {cell.task}", total=cell.base["train"]["steps"],
+                                          info="starting Ray")
+
+    def __enter__(self) -> LiveLaunch:
+        if self.kind == "run":
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.kind == "run":
+            self.bar.stop()
+        elif self.live is not None:
+            self.live.stop()
+
+    def plan(self, pending, total: int, concurrency: int) -> None:
+        from rich.live import Live
+
+        if self.kind == "run":
+            self.bar.update(self.task, info="training")
+            return
+        self.view = SweepView(pending, total, concurrency)
+        if not self.quiet:
+            self.live = Live(self.view, console=self.console, refresh_per_second=2)
+            self.live.start()
+
+    def update(self, event: str, info: dict[str, Any]) -> None:
+        if self.kind == "run":
+            if STEP in info:
+                loss = info.get("train/loss")
+                self.bar.update(self.task, completed=info[STEP], info=f"train loss {loss:.4f}" if loss is not None else "")
+        elif self.view is not None:
+            self.view.update(event, info)
+
+
+def outcome_data(outcome, detail) -> dict[str, Any]:
+    """What `launch --json` prints: the outcome, plus the run's metrics or the sweep's cells."""
+    data = {"name": outcome.name, "kind": str(outcome.kind), "status": str(outcome.status),
+            "mlflow_run_id": outcome.mlflow_run_id, "concurrency": outcome.concurrency, "skipped": outcome.skipped}
+    if str(outcome.kind) == "run":
+        return {**data, "reused": not outcome.ran, "metrics": detail}
+    return {**data, "cells": detail}
+
+
+def render_outcome(console, outcome, summary: dict[str, Any], report: dict[str, Any] | None) -> None:
+    """The end of a launch: the same numbers `amctl report` shows, where the report is, and how to resume."""
+    name = Text(outcome.name)
+    if report is None:
+        from amlab.platform.status import test_key, val_key
+
+        metrics = summary["metrics"]
+        shown = "  ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())
+                          if k == "train/loss" or k.count("/") == 1 and k.startswith((val_key(""), test_key(""))))
+        note = " (an identical run already finished; --fresh trains again)" if summary["reused"] else ""
+        console.print(Text.assemble((str(outcome.status), "bold"), " ", name, note, "  ", shown))
+        console.print(Text(f"MLflow run id: {outcome.mlflow_run_id}   (browse: amctl ui)"))
+        return
+    if outcome.skipped:
+        console.print(f"skipped {len(outcome.skipped)} finished cell(s) (same config hash)")
+    render_report(console, outcome.name, report)
+    console.print(Text.assemble((str(outcome.status), "bold"), " sweep ", name, f"   MLflow run id: {outcome.mlflow_run_id}"))
+    if outcome.status == Status.KILLED:
+        console.print(Text(f"resume with: amctl resume {outcome.name}"))
+
+
+def render_report(console, name: str, data: dict[str, Any]) -> None:
+    console.print(leaderboard_table(name, data["cells"]))
+    for line in data["summary"]:
+        console.print(Text(f"- {line}"))
+    console.print(Text(f"full report: amctl report {name} --format html  (also logged under report/ of the sweep's MLflow run)"))
+
+
+def watch(console, fetch, name: str | None) -> None:
+    """`status --watch`: redraw until nothing is pending or running."""
+    from rich.live import Live
+
+    rows = fetch()
+    with Live(status_table(rows, name), console=console, refresh_per_second=1) as live:
+        while active(rows):
+            time.sleep(2)
+            rows = fetch()
+            live.update(status_table(rows, name))
+
+
+def deletion(gone) -> Text:
+    verb = "removed" if gone.done else "would remove"
+    return Text(f"{gone.name}: {verb} {gone.store_rows} store rows, {len(gone.mlflow_runs)} MLflow runs (with artifacts), "
+                f"{len(gone.studies)} Optuna studies, {len(gone.folders)} folders" +
+                "".join(f"\n  {f}" for f in gone.folders))
