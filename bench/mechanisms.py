@@ -1,6 +1,6 @@
-"""Mechanism throughput and two implementation ratios, measured side by side in one run.
+"""Mechanism throughput and implementation ratios (fast form vs reference), measured side by side in one run.
 
-    .venv/bin/python bench/mechanisms.py [--threads 1] [--seconds 1.0]
+    .venv/bin/python bench/mechanisms.py [--threads 1] [--seconds 1.0] [--only NAME ...]
 
 1. Every registered sequence mechanism that accepts bits, at one small size
    (d_model 32, memories 16 x 8), inside the full model on a copy batch:
@@ -10,6 +10,10 @@
    dumps use (`causal_attention(explicit=False/True)`, same inputs).
 3. The NTM memory step (all heads addressed, read and written at once) vs
    a straightforward reference that loops over heads and shift offsets.
+4. The modern recurrences' training forms vs the step-by-step references
+   they are tested against, at T 256: chunked GLA / linear attention and
+   the chunked (UT transform) delta rule vs their loops, Mamba's parallel
+   scan vs its loop, Hyena's FFT convolution vs the direct sum.
 
 Absolute numbers depend on the machine and its load; the ratios are the
 result.  Torch threads are fixed so runs are comparable.
@@ -23,7 +27,10 @@ import time
 import torch
 import torch.nn.functional as F
 
+from amlab.workloads.mechanisms.linear_recurrences import delta_chunked, delta_loop, gla_chunked, gla_loop
+from amlab.workloads.mechanisms.long_conv import direct_causal_conv, fft_causal_conv
 from amlab.workloads.mechanisms.ntm import EPS, NTM, NTMParams
+from amlab.workloads.mechanisms.ssm import selective_scan, selective_scan_loop
 from amlab.workloads.mechanisms.transformer import causal_attention
 from amlab.workloads.model import build_model, compute_loss, count_params
 from amlab.workloads.registry import MECHANISMS, TASKS
@@ -43,13 +50,13 @@ def rate(fn, seconds: float, warmup: int = 3) -> float:
     return n / elapsed
 
 
-def mechanism_table(seconds: float) -> list[tuple[str, float, int, int]]:
+def mechanism_table(seconds: float, only: list[str] | None = None) -> list[tuple[str, float, int, int]]:
     task_entry = TASKS.get("copy")
     task = task_entry.build(task_entry.params(min_len=5, max_len=5, test_lens=(5,)))
     batch = task.sample(generator("bench"), 16, "train")
     rows = []
     for entry in MECHANISMS:
-        if entry.kind != "sequence" or "bits" not in entry.modalities:
+        if entry.kind != "sequence" or "bits" not in entry.modalities or (only and entry.name not in only):
             continue
         fields = entry.params.model_fields
         params = entry.params(**{k: v for k, v in SMALL.items() if k in fields})
@@ -134,17 +141,45 @@ def ntm_ratio(seconds: float, heads: int, B=16, T=20) -> tuple[float, float]:
     return rate(lambda: run(core.memory_step), seconds), rate(lambda: run(looped), seconds)
 
 
+def fast_form_ratios(seconds: float, B=8, H=4, T=256, dk=16, E=64, N=16) -> list[tuple[str, float, float]]:
+    """(name, fast form fwd+bwd per second, reference loop per second), each pair checked equal first."""
+    g = torch.Generator().manual_seed(0)
+
+    def leaf(*shape, fn=lambda t: t):
+        return fn(torch.randn(*shape, generator=g)).requires_grad_()
+
+    q, k, v = (leaf(B, H, T, dk, fn=lambda t: F.normalize(t, dim=-1)) for _ in range(3))
+    log_a = leaf(B, H, T, dk, fn=lambda t: F.logsigmoid(t + 3) / 4)
+    beta = leaf(B, H, T, fn=torch.sigmoid)
+    a = leaf(B, T, E, N, fn=lambda t: torch.exp(-F.softplus(t)))
+    b = leaf(B, T, E, N)
+    u, h = leaf(B, E, T), leaf(E, T, fn=lambda t: t * 0.1)
+    pairs = {
+        "linear attention (chunked vs loop)": (lambda: gla_chunked(q, k, v)[0], lambda: gla_loop(q, k, v)[0]),
+        "GLA (chunked vs loop)": (lambda: gla_chunked(q, k, v, log_a)[0], lambda: gla_loop(q, k, v, log_a)[0]),
+        "delta rule (UT chunked vs loop)": (lambda: delta_chunked(q, k, v, beta)[0], lambda: delta_loop(q, k, v, beta)[0]),
+        "selective scan (parallel vs loop)": (lambda: selective_scan(a, b)[0], lambda: selective_scan_loop(a, b)[0]),
+        "long conv (FFT vs direct)": (lambda: fft_causal_conv(u, h), lambda: direct_causal_conv(u, h)),
+    }
+    rows = []
+    for name, (fast, ref) in pairs.items():
+        torch.testing.assert_close(fast(), ref(), atol=1e-3, rtol=1e-3)  # same numbers, or the ratio means nothing
+        rows.append((name, rate(lambda f=fast: f().sum().backward(), seconds), rate(lambda f=ref: f().sum().backward(), seconds)))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="only these mechanisms in the table")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), CPU; copy batch 16 x len 5 (T = 11), "
           f"d_model 32, memories 16 x 8")
     print()
     print(f"{'mechanism':24s} {'steps/s':>9s} {'state':>7s} {'params':>8s}")
-    for name, steps, state, params in mechanism_table(args.seconds):
+    for name, steps, state, params in mechanism_table(args.seconds, args.only):
         print(f"{name:24s} {steps:9.1f} {state:7d} {params:8d}")
     print()
     sdpa, explicit = attention_ratio(args.seconds)
@@ -154,6 +189,10 @@ def main() -> None:
         vec, loop = ntm_ratio(args.seconds, heads)
         print(f"NTM memory step fwd+bwd, {heads} read + {heads} write heads (B 16, T 20, N 32 x M 16): "
               f"vectorised {vec:.1f}/s, per-head loop {loop:.1f}/s, speed-up x{vec / loop:.2f}")
+    print()
+    print("modern recurrences fwd+bwd, training form vs reference (B 8, T 256; H 4 x d_k 16; scan E 64 x N 16):")
+    for name, fast, ref in fast_form_ratios(args.seconds):
+        print(f"  {name:36s} {fast:8.1f}/s vs {ref:7.1f}/s, speed-up x{fast / ref:.2f}")
 
 
 if __name__ == "__main__":

@@ -151,17 +151,25 @@ def compare(a: str, b: str) -> list[dict[str, Any]]:
 
 
 def names(kind: str) -> list[str]:
-    """Names for shell completion: sweeps, presets, mechanisms or tasks."""
-    if kind == "sweeps":
-        with (st := store()).session() as s:
-            return [x.name for x in st.sweeps(s)]
+    """Names for shell completion: sweeps, presets, mechanisms or tasks; none on any failure (it runs in the shell)."""
+    try:
+        if kind == "sweeps":
+            with (st := store()).session() as s:
+                return [x.name for x in st.sweeps(s)]
+        return [r["name"] for r in listing(kind)]
+    except Exception:
+        return []
+
+
+def listing(kind: str) -> list[dict[str, Any]]:
+    """`amctl list`: the registry entries (mechanisms, tasks) or the presets, as plain data."""
     if kind == "presets":
         from amlab.platform.presets import PRESETS
 
-        return list(PRESETS)
+        return [{"name": n, "predicts": p["predicts"], "spec": p["spec"]} for n, p in PRESETS.items()]
     from amlab.workloads.registry import MECHANISMS, TASKS
 
-    return list((MECHANISMS if kind == "mechanisms" else TASKS).names())
+    return [e.describe() for e in (MECHANISMS if kind == "mechanisms" else TASKS)]
 
 
 def serve(cmd: list[str], log: Path | None = None) -> int:
@@ -179,16 +187,25 @@ def serve(cmd: list[str], log: Path | None = None) -> int:
 
 # -- changing --------------------------------------------------------------------------------------
 
-def cancel(name: str) -> Status:
-    """Flag a running sweep (or run) for cancellation; its driver stops the trials within seconds and marks it KILLED."""
+def cancel(name: str, address: str | None = None) -> str:
+    """Flag a running sweep (or run) for cancellation: its driver stops the trials within seconds and marks it KILLED.
+
+    With a cluster's dashboard address, stop its Ray job instead (by sweep name or job id) and wait for its end.
+    """
+    from amlab.platform import remote
+
+    if url := remote.jobs_address(address):
+        job, final = remote.cancel(url, name)
+        return f"job {job}: {final}"
     with (st := store()).session() as s:
         row = st.sweep(s, name)
         if row is None:
             raise UnknownSweep(f"no sweep or run named {name!r}; known: {_known(st, s)}")
-        if row.status == Status.RUNNING:
-            row.cancel_requested = True
-            s.commit()
-        return Status(row.status)
+        if row.status != Status.RUNNING:
+            return f"{name} is {row.status}; nothing to cancel"
+        row.cancel_requested = True
+        s.commit()
+    return f"{name}: cancel requested; its driver stops the trials within seconds and marks them KILLED"
 
 
 @dataclass
@@ -268,11 +285,12 @@ def server_command(port: int, host: str, backend: str | None, artifacts: str | N
             "--backend-store-uri", backend, "--serve-artifacts", "--artifacts-destination", artifacts or cfg.artifacts]
 
 
-def cluster_command(config: Path, *args: str) -> list[str]:
-    """`ray up/down/exec` for a cluster-launcher YAML, checked as `ray up` would check it (BadInput first)."""
+def cluster_command(action: str, config: Path) -> list[str]:
+    """`ray up/down` or `ray status` on the head for a cluster-launcher YAML, checked as `ray up` would (BadInput)."""
     from amlab.platform.cluster_config import check
 
     problems = check(config)
     if problems:
         raise BadInput("the cluster config was rejected; nothing was started", problems)
-    return [sys.executable, "-m", "ray.scripts.scripts", *args]
+    args = {"up": ["up", "-y", str(config)], "down": ["down", "-y", str(config)], "status": ["exec", str(config), "ray status"]}
+    return [sys.executable, "-m", "ray.scripts.scripts", *args[action]]

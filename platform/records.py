@@ -22,7 +22,16 @@ from amlab.platform.launch import Launch
 from amlab.platform.settings import Settings
 from amlab.platform.spec import CellPlan, RunSpec, dotted
 from amlab.platform.status import (
-    OBJECTIVE, PARAMS_COUNT, STATE_SIZE, STEP, Kind, Phase, Status, is_reported_metric, study_name, test_key,
+    OBJECTIVE,
+    PARAMS_COUNT,
+    STATE_SIZE,
+    STEP,
+    Kind,
+    Phase,
+    Status,
+    is_reported_metric,
+    study_name,
+    test_key,
 )
 from amlab.platform.store import Cell, Store, Sweep, Trial
 from amlab.workloads.registry import TASKS

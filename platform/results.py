@@ -15,7 +15,7 @@ def cell_results(store: Store, name: str) -> list[dict[str, Any]]:
         sweep = store.sweep(s, name)
         if sweep is None:
             known = ", ".join(x.name for x in store.sweeps(s)[:20]) or "none yet"
-            raise UnknownSweep(f"no sweep named {name!r}; known: {known}")
+            raise UnknownSweep(f"no sweep or run named {name!r}; known: {known}")
         return [
             {
                 "mechanism": c.mechanism, "task": c.task, "metric": c.metric, "higher_is_better": c.higher_is_better,

@@ -54,18 +54,18 @@ class SweepView:
 
 
 def leaderboard_table(name: str, cells: list[dict[str, Any]]) -> Table:
-    """The report's leaderboard: test metric over seeds with its interval, chance, sizes and marks."""
+    """The report's leaderboard: the test metric's mean over seeds with its labelled interval, chance, sizes, ranks."""
     from amlab.platform.report import fmt
 
-    table = Table("mechanism", "task", "test metric", "value over seeds", "n", "chance", "params", "state", "status",
-                  title=Text(f"{name}: test split"))
+    table = Table("mechanism", "task", "test metric", "mean ± interval over seeds", "n", "rank", "chance", "params",
+                  "state", "status", title=Text(f"{name}: test split"))
     for c in cells:
         arrow = "↑" if c["higher_is_better"] else "↓"
-        ci = (c["ci_low"], c["ci_high"]) if c.get("ci_low") is not None else None
-        mark = " best" if c.get("best") else " tie" if c.get("tie") else ""
-        table.add_row(_t(c["mechanism"]), _t(c["task"]), f"{c['metric']} {arrow}", fmt(c["value"], c["metric"], ci) + mark,
-                      _t(c.get("n_seeds", len(c["per_seed"]))), fmt(c.get("chance"), c["metric"]),
-                      _t(c["params_count"]), _t(c["state_size"]), _t(c["status"]))
+        mark = "best" if c.get("best") else "tie" if c.get("tie") else c.get("rank_note") or "-"
+        table.add_row(_t(c["mechanism"]), _t(c["task"]), f"{c['metric']} {arrow}", fmt(c.get("mean"), c["metric"], c.get("ci")),
+                      _t(c.get("n_seeds")), Text(mark), fmt(c.get("chance"), c["metric"]), _t(c["params_count"]),
+                      _t(c["state_size"]), _t(c["status"]))
+    table.caption = next((c["ci_label"] for c in cells if c.get("ci")), "no interval: fewer than 2 seeds")
     return table
 
 
@@ -110,7 +110,8 @@ def status_table(rows: list[dict[str, Any]], name: str | None) -> Table:
         ts = c["trials"]
         count = {k: sum(t["status"] == k for t in ts) for k in (Status.FINISHED, Status.FAILED)}
         early = sum(t["early_stopped"] for t in ts)
-        running = ", ".join(f"{t['phase']} s{t['seed']} {t['steps_done']}/{t['steps']}" for t in ts if t["status"] == Status.RUNNING)
+        running = ", ".join(f"{t['phase']} s{t['seed']} {t['steps_done']}/{t['steps']}"
+                            for t in ts if t["status"] == Status.RUNNING)
         value = f"{c['metric']}={c['value']:.4g}" if c["value"] is not None else "-"
         table.add_row(f"{c['mechanism']} × {c['task']}", c["status"],
                       f"{count[Status.FINISHED]}/{early}/{count[Status.FAILED]}/{len(ts)}", running or "-", value)
@@ -131,17 +132,20 @@ def jobs_table(rows: list[dict[str, Any]]) -> Table:
 def compare_table(a: str, b: str, rows: list[dict[str, Any]]) -> Table:
     from amlab.platform.report import fmt
 
-    table = Table("mechanism", "task", "test metric", Text(a), Text(b), Text(f"{b} - {a}"), "intervals", title=Text(f"{a} vs {b}"))
+    table = Table("mechanism", "task", "test metric", Text(a), Text(b), Text(f"{b} - {a}"), "paired difference",
+                  title=Text(f"{a} vs {b}: means over seeds"))
     for r in rows:
         diff = "-" if r["difference"] is None else f"{r['difference']:+.4g}"
-        overlap = {None: "-", True: "overlap (tie)", False: "separate"}[r["overlap"]]
+        overlap = {None: "insufficient seeds", True: "no difference found", False: "separate"}[r["overlap"]]
         table.add_row(r["mechanism"], r["task"], f"{r['metric']} {'↑' if r['higher_is_better'] else '↓'}",
                       fmt(r["a"], r["metric"], r["a_ci"]), fmt(r["b"], r["metric"], r["b_ci"]), diff, overlap)
     return table
 
 
-def registry_table(kind: str, rows: list[dict[str, Any]]) -> Table:
-    """`amctl list mechanisms|tasks`: one line each with what it is, then its knobs."""
+def listing_table(kind: str, rows: list[dict[str, Any]]) -> Table:
+    """`amctl list mechanisms|tasks|presets`: one line each with what it is, then its knobs."""
+    if kind == "presets":
+        return presets_table(rows)
     if kind == "mechanisms":
         table = Table("name", "family", "modalities", "knobs (default)", "paper", title="mechanisms")
         for r in rows:

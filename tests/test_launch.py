@@ -9,9 +9,10 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 import amctl
-from amlab.platform.launch import launch_run
-from amlab.platform.spec import validate_run
+from amlab.platform.api import plan
+from amlab.platform.status import Kind
 from amlab.platform.store import Store
+from amlab.platform.sweep import run_sweep, trial_metrics
 
 pytestmark = pytest.mark.ray
 
@@ -54,7 +55,8 @@ def test_cli_run_is_tracked_in_mlflow_and_the_store(ray_local, settings):
         trial = sweep.cells[0].trials[0]
         assert trial.status == "FINISHED" and trial.steps_done == 40
         assert trial.metrics["val/bit_errors"] == pytest.approx(run.data.metrics["val/bit_errors"])
-        assert [t.new for t in store.transitions(s, "trial", trial.id)] == ["RUNNING", "FINISHED"]
+        assert [t.new for t in store.transitions(s, "trial", trial.id)] == ["PENDING", "RUNNING", "FINISHED"]
+        assert sweep.cells[0].status == "FINISHED" and sweep.cells[0].value == trial.metrics["test/bit_errors"]
 
     # an identical launch reuses the finished run: no new MLflow run, no new rows
     before = len(client.search_runs([run.info.experiment_id]))
@@ -65,15 +67,34 @@ def test_cli_run_is_tracked_in_mlflow_and_the_store(ray_local, settings):
 
 
 def test_two_worker_ddp_run_completes(ray_local, settings):
-    spec = validate_run({
+    launch = plan(Kind.RUN, {
         "mechanism": {"name": "gru", "d_model": 16},
         "task": {"name": "copy", "max_len": 4, "test_lens": [4]},
         "train": {"steps": 20, "batch_size": 8, "eval_every": 10, "log_every": 10, "eval_batches": 1,
                   "workers": 2, "device": "cpu"},
     })
-    result = launch_run(spec, settings)
-    assert result.status == "FINISHED", result.metrics.get("error")
-    assert result.metrics["step"] == 20 and "val/bit_errors" in result.metrics
+    result = run_sweep(launch, settings)
+    metrics = trial_metrics(settings, launch.name)
+    assert result.status == "FINISHED", metrics
+    assert metrics["step"] == 20 and "val/bit_errors" in metrics
     run = MlflowClient(settings.mlflow_uri).get_run(result.mlflow_run_id)
     assert run.info.status == "FINISHED"
     assert len(MlflowClient(settings.mlflow_uri).get_metric_history(result.mlflow_run_id, "train/loss")) == 2
+
+
+def test_fresh_trains_again_with_a_new_history(ray_local, settings):
+    first = CliRunner().invoke(amctl.app, [*ARGS, "--set", "train.seed=3"])
+    assert first.exit_code == 0, first.output
+    old = json.loads(first.output[first.output.index("{"):])
+    again = CliRunner().invoke(amctl.app, [*ARGS, "--set", "train.seed=3", "--fresh"])
+    assert again.exit_code == 0, again.output
+    new = json.loads(again.output[again.output.index("{"):])
+    assert new["name"] == old["name"] and not new["reused"] and new["mlflow_run_id"] != old["mlflow_run_id"]
+    client = MlflowClient(settings.mlflow_uri)
+    assert [m.step for m in client.get_metric_history(new["mlflow_run_id"], "train/loss")] == [10, 20, 30, 40]
+    assert new["metrics"]["step"] == 40 and client.get_run(new["mlflow_run_id"]).info.status == "FINISHED"
+    with pytest.raises(Exception, match="not found|does not exist"):  # the old run went with --fresh
+        client.get_run(old["mlflow_run_id"])
+    with Store(settings.db_url).session() as s:
+        trial = Store(settings.db_url).sweep(s, new["name"]).cells[0].trials
+        assert len(trial) == 1 and trial[0].steps_done == 40 and trial[0].mlflow_run_id == new["mlflow_run_id"]

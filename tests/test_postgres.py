@@ -24,8 +24,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from amlab.platform.results import cell_results
 from amlab.platform.api import plan
+from amlab.platform.results import cell_results
 from amlab.platform.status import Kind
 from amlab.platform.store import Store
 from amlab.platform.sweep import run_sweep

@@ -1,4 +1,6 @@
-"""The comparison report: statistics on hand-made inputs, paper verdicts, and a report built from a real sweep."""
+"""The comparison report: summary and renderers on hand-made cells, importances, and a report built from a real sweep.
+
+Statistics are tested in test_stats.py, paper settings and verdicts in test_papers.py."""
 
 from __future__ import annotations
 
@@ -6,106 +8,111 @@ import csv
 import io
 import json
 
+import numpy as np
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 import amctl
-from amlab.platform import report, stats
-from amlab.platform.papers import PAPERS
-from amlab.platform.presets import PRESETS
+from amlab.platform import report
+from amlab.platform.report import summarise
 from amlab.platform.store import Store
 
 SWEEP = "reportgrid"  # tests/conftest.py: report_dir
 
 
-# -- statistics --------------------------------------------------------------------------------------
+# -- summary and renderers on hand-made cells -------------------------------------------------------
 
-def test_median_ignores_missing_values():
-    assert stats.median([3.0, None, 1.0, 2.0, float("nan")]) == 2.0
-    assert stats.median([1.0, 4.0]) == 2.5
-    assert stats.median([None]) is None
-
-
-def test_bootstrap_interval_of_two_values_is_their_range():
-    # resampled medians of [0, 1] are 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4: the 2.5 % and 97.5 % quantiles are 0 and 1
-    assert stats.bootstrap_ci([0.0, 1.0]) == (0.0, 1.0)
-    assert stats.bootstrap_ci([5.0]) == (5.0, 5.0)
-    assert stats.bootstrap_ci([]) is None
-
-
-def test_bootstrap_interval_is_seeded_and_brackets_the_median():
-    values = [0.1, 0.5, 0.52, 0.55, 0.9, 0.3, 0.61]
-    a, b = stats.bootstrap_ci(values, seed=3), stats.bootstrap_ci(values, seed=3)
-    assert a == b
-    lo, hi = a
-    assert min(values) <= lo <= stats.median(values) <= hi <= max(values)
-    assert lo > min(values) and hi < max(values)  # 7 values: the extremes are rarely the resampled median
-    narrow = stats.bootstrap_ci([0.5, 0.51, 0.49, 0.5, 0.5, 0.52, 0.48])
-    assert narrow[1] - narrow[0] < hi - lo
+def cell(mechanism, task, values, *, metric="accuracy", hib=True, chance=0.25, task_params=None, mech_params=None):
+    """A cell as `collect` builds it, from per-seed test values (no store, no MLflow)."""
+    c = {"mechanism": mechanism, "task": task, "metric": metric, "higher_is_better": hib, "chance": chance,
+         "per_seed": {str(i): v for i, v in enumerate(values)}, "value": float(np.median(values)),
+         "task_params": task_params or {}, "mechanism_params": mech_params or {"d_model": 64}, "params_count": 12_345,
+         "state_size": 64, "status": "FINISHED", "config_hash": f"{mechanism}{task}", "mlflow_run_id": "r",
+         "best_params": {}, "wall_s": 3.0, "seed_wall_s": 1.0, "steps_per_s": 50.0, "time_to_target_s": None,
+         "step_to_target": None, "trial_spread": 0.1, "trial_values": [0.1, 0.2], "importances": {},
+         "importance_note": "needs ≥ 4 completed search trials (has 2)", "learning_curve": [[10, 0.3], [20, 0.5]],
+         "generalisation": {}, "dump_run_ids": ["r"]}
+    summarise.seed_statistics(c)
+    c["target"] = report.target_of(metric, chance)
+    c["reached_target"] = report.reached(c["mean"], c["target"], hib)
+    return c
 
 
-def test_best_and_ties_follow_the_metric_direction_and_interval_overlap():
-    cells = [{"value": 0.9, "ci": (0.85, 0.95)}, {"value": 0.88, "ci": (0.80, 0.86)}, {"value": 0.5, "ci": (0.4, 0.6)},
-             {"value": None, "ci": None}]
-    stats.rank_cells(cells, higher_is_better=True)
-    assert [(c["best"], c["tie"]) for c in cells] == [(True, True), (False, True), (False, False), (False, False)]
-    stats.rank_cells(cells, higher_is_better=False)  # lower is better: 0.5 wins, nobody overlaps it
-    assert [(c["best"], c["tie"]) for c in cells] == [(False, False), (False, False), (True, False), (False, False)]
+def data_of(cells, seeds):
+    summarise.rank(cells)
+    first = {c["task"]: c for c in reversed(cells)}
+    tasks = [{k: first[t][k] for k in ("task", "metric", "higher_is_better", "chance", "target")} for t in sorted(first)]
+    scale = {"steps": 1000, "seeds": seeds, "trials": 2}
+    return {"name": "hand", "status": "FINISHED", "mlflow_run_id": "r", "created_at": "2025-01-01T00:00:00", "spec": {},
+            "scale": scale, "cells": cells, "tasks": tasks, "papers": report.paper_rows(cells, scale),
+            "summary": report.summary(cells), "generated_at": "2025-01-01T00:00:00"}
 
 
-def test_gap_size_is_relative_to_chance():
-    assert stats.gap_size(0.45, chance=0.1, perfect=1.0) == "large"  # 0.45 / 0.9 = 0.5
-    assert stats.gap_size(-0.18, chance=0.1, perfect=1.0) == "moderate"  # 0.2
-    assert stats.gap_size(0.05, chance=0.1, perfect=1.0) == "small"
-    assert stats.gap_size(2.0, chance=100.0, perfect=0.0) == "small"
+MQAR_GAP = {"vocab_size": 8192, "seq_len": 128, "num_kv_pairs": 8}  # the mqar-gap preset: Zoology's (128, 8) at d=64
 
 
-@pytest.mark.parametrize(("win", "lose", "paper", "expected"), [
-    ((0.98, (0.97, 0.99)), (0.30, (0.25, 0.35)), "large", "reproduces"),
-    ((0.98, (0.97, 0.99)), (0.80, (0.78, 0.82)), "large", "direction only"),  # gap 0.18 / 0.75: moderate
-    ((0.60, (0.50, 0.70)), (0.55, (0.45, 0.65)), "large", "tie"),
-    ((0.30, (0.25, 0.35)), (0.98, (0.97, 0.99)), "large", "reversed"),
-    ((0.98, (0.97, 0.99)), (None, None), "large", "not run"),
-])
-def test_verdict_judges_direction_and_rough_size_only(win, lose, paper, expected):
-    cell = lambda v: {"value": v[0], "ci": v[1]}  # noqa: E731
-    got = stats.verdict(cell(win), cell(lose), higher_is_better=True, chance=0.25, perfect=1.0, paper_size=paper)
-    assert got["verdict"] == expected
-    # lower-is-better metrics: the same cells expressed as errors give the same verdict
-    err = lambda v: {"value": None if v[0] is None else 1 - v[0], "ci": v[1] and (1 - v[1][1], 1 - v[1][0])}  # noqa: E731
-    flipped = stats.verdict(err(win), err(lose), higher_is_better=False, chance=0.75, perfect=0.0, paper_size=paper)
-    assert flipped["verdict"] == expected
+def test_three_seeds_rank_with_a_labelled_paired_comparison():
+    cells = [cell("lstm", "mqar", [0.31, 0.27, 0.35], chance=0.125, task_params=MQAR_GAP),
+             cell("transformer", "mqar", [0.998, 0.996, 1.0], chance=0.125, task_params=MQAR_GAP)]
+    data = data_of(cells, 3)
+    (line,) = data["summary"]
+    label = "(mean ± 95 % t-interval, n=3 seeds)"
+    assert line.startswith(f"transformer solves mqar (99.8 % ± 0.5 {label}); lstm does not (31 % ± 9.9 {label})")
+    assert ("transformer is best on mqar, clear of lstm "
+            "(the paired 95 % t-interval of the difference over seeds excludes 0, n=3)") in line
+    (row,) = data["papers"]
+    assert row["paper"] == "arora2023-mqar" and row["paper_setting"].startswith("len 128, 8 pairs")
+    assert row["verdict"] == "reproduces" and row["ours_size"] == "large" and row["differences"] == []
+    assert row["our_setting"] == "mqar: vocab_size=8192, seq_len=128, num_kv_pairs=8; transformer: d_model=64; lstm: d_model=64"
+    tied = [cell("gru", "mqar", [0.5, 0.4, 0.6]), cell("lstm", "mqar", [0.45, 0.42, 0.62])]  # differences +5, -2, -2 points
+    summarise.rank(tied)
+    assert "gru and lstm are not separated on mqar" in report.summary(tied)[0]
 
 
-def test_every_paper_preset_maps_to_a_published_row():
-    for name, p in PRESETS.items():
-        if "paper" not in p:
-            continue
-        row = PAPERS[p["paper"]]
-        spec = p["spec"]
-        assert row["task"] in spec["tasks"], name
-        assert row["winner"] in spec["mechanisms"] and set(row["losers"]) & set(spec["mechanisms"]), name
-        assert set(row["published"]) == {row["winner"], *row["losers"]}
-    assert PAPERS["ba2016-retrieval"]["approximate"] and PAPERS["landi2021-wm-lstm"]["approximate"]
-    assert not PAPERS["graves2014-copy"]["approximate"]
+def test_two_seeds_claim_no_best_and_no_paper_verdict():
+    """The quick study's shape: 2 seeds, copy tested to 24 only."""
+    quick_copy = {"width": 8, "min_len": 1, "max_len": 8, "test_lens": [8, 16, 24]}
+    cells = [cell("ntm", "copy", [0.0, 0.1], metric="bit_errors", hib=False, chance=64.0, task_params=quick_copy,
+                  mech_params={"d_model": 64, "slots": 32}),
+             cell("lstm", "copy", [40.0, 42.0], metric="bit_errors", hib=False, chance=64.0, task_params=quick_copy)]
+    data = data_of(cells, 2)
+    assert not any(c["best"] or c["tie"] for c in cells) and {c["rank_note"] for c in cells} == {"insufficient seeds"}
+    (line,) = data["summary"]
+    assert "No ranking on copy: insufficient seeds (fewest 2" in line and "best" not in line and "clear of" not in line
+    (row,) = data["papers"]
+    assert row["verdict"] == "different setting" and row["ours_size"] is None
+    assert "paper: tested up to length 120; ours: task test_lens=8, 16, 24" in row["differences"]
+    assert row["paper_params"].startswith("ntm 67,561") and "copy: width=8, min_len=1, max_len=8" in row["our_setting"]
+    # in the paper's own setting two seeds are still too few for a verdict
+    paper_copy = {"width": 8, "min_len": 1, "max_len": 20, "test_lens": [20, 40, 80, 120]}
+    cells = [cell("ntm", "copy", [0.0, 0.1], metric="bit_errors", hib=False, chance=280.0, task_params=paper_copy,
+                  mech_params={"d_model": 100, "slots": 128}),
+             cell("lstm", "copy", [200.0, 210.0], metric="bit_errors", hib=False, chance=280.0, task_params=paper_copy)]
+    (row,) = data_of(cells, 2)["papers"]
+    assert row["verdict"] == "insufficient seeds" and row["differences"] == []
+    md = report.render_md(data_of(cells, 2))
+    assert "reproduces" not in md and "**best" not in md and "| *ranking* | insufficient seeds |" in md
 
 
-def test_summary_sentences_come_from_the_numbers():
-    def cell(m, v, ci, task="mqar"):
-        return {"mechanism": m, "task": task, "metric": "accuracy", "higher_is_better": True, "value": v, "ci": ci,
-                "chance": 0.01, "target": report.target_of("accuracy", 0.01),
-                "reached_target": report.reached(v, report.target_of("accuracy", 0.01), True)}
-
-    cells = [cell("lstm", 0.31, (0.27, 0.35)), cell("transformer", 0.998, (0.996, 1.0))]
-    stats.rank_cells(cells, True)
-    (line,) = report.summary(cells)
-    assert line.startswith("transformer solves mqar (99.8 % ± 0.2); lstm does not (31 % ± 4).")
-    assert "transformer is best on mqar, clear of lstm" in line
-    tied = [cell("gru", 0.5, (0.4, 0.6)), cell("lstm", 0.45, (0.35, 0.55))]
-    stats.rank_cells(tied, True)
-    assert "gru and lstm are tied for best on mqar" in report.summary(tied)[0]
+def test_renderers_on_hand_made_cells():
+    cells = [cell("lstm", "mqar", [0.31, 0.27, 0.35], chance=0.125, task_params=MQAR_GAP),
+             cell("transformer", "mqar", [0.998, 0.996, 1.0], chance=0.125, task_params=MQAR_GAP),
+             cell("lstm", "adding", [0.05, 0.06], metric="mse", hib=False, chance=1 / 6),
+             cell("wm_lstm", "adding", [0.04, 0.05], metric="mse", hib=False, chance=1 / 6)]
+    data = data_of(cells, 3)
+    md = report.render_md(data)
+    assert "| lstm | 0.055 ± 0.064 (n=2) | 31 % ± 9.9 (n=3) |" in md and "| transformer |  | **99.8 % ± 0.5 (n=3)** |" in md
+    assert "| *ranking* | insufficient seeds | paired t, 95 % |" in md  # adding has 2 seeds, mqar 3
+    assert "Student-t interval" in md and "Landi et al. 2021" in md and "**different setting**" in md
+    rows = list(csv.DictReader(io.StringIO(report.render_csv(data))))
+    assert tuple(rows[0]) == report.CSV_FIELDS and len(rows) == 4
+    assert rows[1]["ci_label"] == "95 % t-interval of the mean over n=3 seeds" and rows[1]["best"] == "True"
+    assert [json.loads(report.render_json(cells))[i]["n_seeds"] for i in range(4)] == [3, 3, 2, 2]
+    html = report.render_html(data, [])
+    assert 'id="leaderboard-table"' in html and "95 % t-interval of the mean over n=3 seeds" in html
+    assert html.count('src="data:image/png;base64,') == 2 and "http://" not in html and "https://" not in html
 
 
 def test_importances_need_enough_completed_trials(tmp_path):
@@ -129,19 +136,22 @@ def test_report_from_a_real_sweep_in_every_format(report_dir, settings):
         for key in ("mechanism", "task", "metric", "higher_is_better", "value", "per_seed", "best_params", "params_count",
                     "state_size", "status"):
             assert key in c
-        assert c["ci_low"] <= c["value"] <= c["ci_high"] and c["n_seeds"] == 2
+        assert c["ci_low"] <= c["mean"] <= c["ci_high"] and c["n_seeds"] == 2
+        assert c["ci_label"] == "95 % t-interval of the mean over n=2 seeds"
         assert c["chance"] == (0.5 if c["task"] == "mqar" else 8 / 2 * 6)  # 1/kv pairs; width/2 × mean test length
         assert [s for s, _ in c["learning_curve"]] == [10, 20, 30]
         assert c["wall_s"] > 0 and c["steps_per_s"] > 0 and len(c["trial_values"]) == 2
         assert c["generalisation"].keys() == ({"len_4", "len_8"} if c["task"] == "copy" else set())
         assert c["importances"] == {} and "has 2" in c["importance_note"]
-    for task in ("copy", "mqar"):
-        assert sum(c["best"] for c in cells if c["task"] == task) == 1
+    # two seeds: no ranking and no paper verdict stronger than that (issue 11)
+    assert not any(c["best"] or c["tie"] for c in cells) and {c["rank_note"] for c in cells} == {"insufficient seeds"}
 
     rows = list(csv.DictReader(io.StringIO((report_dir / "report.csv").read_text())))
     assert len(rows) == 4 and tuple(rows[0]) == report.CSV_FIELDS
     md = (report_dir / "report.md").read_text()
     assert "## Leaderboard" in md and "| lstm |" in md and "| *chance* |" in md and "Arora et al. 2023" in md
+    assert "| *ranking* | insufficient seeds | insufficient seeds |" in md and "**different setting**" in md
+    assert "reproduces**" not in md and "best on" not in md
     html = (report_dir / "report.html").read_text()
     assert 'id="leaderboard-table"' in html and html.count('src="data:image/png;base64,') == 7
     assert "http://" not in html and "https://" not in html  # self-contained
@@ -167,6 +177,6 @@ def test_report_and_compare_commands(report_dir):
     res = runner.invoke(amctl.app, ["compare", SWEEP, SWEEP, "--json"])
     assert res.exit_code == 0
     rows = json.loads(res.output)
-    assert len(rows) == 4 and all(r["difference"] == 0 and r["overlap"] for r in rows)
+    assert len(rows) == 4 and all(r["difference"] == 0 and r["overlap"] is None for r in rows)  # 2 seeds: no paired verdict
     res = runner.invoke(amctl.app, ["compare", SWEEP, "nope"])
     assert res.exit_code == 2 and "no sweep named 'nope'" in res.output

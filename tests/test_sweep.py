@@ -160,4 +160,4 @@ def test_bad_sweep_spec_lists_every_problem_and_starts_nothing(tmp_path, monkeyp
 
 def test_report_of_unknown_sweep_is_exit_2(settings):
     res = CliRunner().invoke(amctl.app, ["report", "nope", "--json"])
-    assert res.exit_code == 2 and "no sweep named 'nope'" in res.output
+    assert res.exit_code == 2 and "no sweep or run named 'nope'" in res.output
