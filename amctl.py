@@ -120,7 +120,8 @@ def _launch(kind: Kind, data: dict[str, Any], address: str | None, as_json: bool
     for notice in lch.notices:
         out(True).print(Text(f"notice: {notice}", style="yellow"))
     if url := remote.jobs_address(address):
-        job, end = api.submit(lch, data, url, ["--fresh"] * fresh + ["--extend"] * extend + ["--json"] * as_json, write)
+        args = ["--fresh"] * fresh + ["--extend"] * extend + ["--json"] * as_json
+        job, end = api.submit(lch, data, url, args, write, lambda note: out(True).print(Text(note)))
         out(True).print(f"job {job}: {end.status}" + (f" (exit code {end.exit_code})" if end.exit_code else ""))
         raise typer.Exit(0 if end.status == "SUCCEEDED" else EXIT_INTERRUPTED if end.status == "STOPPED" else end.exit_code or 1)
     with views.LiveLaunch(kind, lch, out(True), quiet=as_json) as live:

@@ -13,6 +13,7 @@ The launch command is timed with evaluation at the default cadence and with a si
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -64,6 +65,9 @@ def launch(home: str, steps: int, extra: list[str]) -> float:
     elapsed = time.perf_counter() - t0
     if out.returncode != 0:
         sys.exit(f"amctl launch run failed:\n{out.stderr[-3000:]}")
+    done = json.loads(out.stdout)
+    if done["reused"] or done["metrics"].get("step") != steps:  # a launch that trained nothing proves nothing
+        sys.exit(f"amctl launch run did not train {steps} steps: {done}")
     return elapsed
 
 

@@ -18,9 +18,10 @@ from typing import Any
 from amlab.platform.errors import BadInput, SweepActive, UnknownSweep
 from amlab.platform.launch import Launch
 from amlab.platform.settings import Settings
-from amlab.platform.spec import SpecError, apply_overrides, load_yaml, validate_run, validate_sweep
+from amlab.platform.spec import SpecError, apply_overrides, load_yaml, validate_run
 from amlab.platform.status import Kind, Status, study_name
 from amlab.platform.store import Store, Transition
+from amlab.platform.sweep_spec import validate_sweep
 
 
 def settings() -> Settings:
@@ -86,12 +87,13 @@ def launch(lch: Launch, *, address: str | None = None, fresh: bool = False, exte
     return run_sweep(lch, settings(), address=address, extend=extend, display=display, on_plan=on_plan)
 
 
-def submit(lch: Launch, data: dict[str, Any], url: str, args: list[str], write: Callable[[str], None]):
-    """Submit a validated launch as a Ray job and stream its log to `write`; returns (job id, JobEnd)."""
+def submit(lch: Launch, data: dict[str, Any], url: str, args: list[str], write: Callable[[str], None],
+           note: Callable[[str], None]):
+    """Submit a validated launch as a Ray job, `note` its id, stream its log to `write`; returns (job id, JobEnd)."""
     from amlab.platform import remote
 
     job = remote.submit(url, lch.kind.value, lch.name, data, args)
-    write(f"submitted {lch.kind.value} {lch.name} to {url} as job {job} (Ctrl-C detaches; `amctl cancel {lch.name}` stops it)\n")
+    note(f"submitted {lch.kind.value} {lch.name} to {url} as job {job} (Ctrl-C detaches; `amctl cancel {lch.name}` stops it)")
     remote.follow(url, job, write)
     return job, remote.outcome(url, job)
 

@@ -7,6 +7,7 @@ from the pickle and re-attached to a restored Tuner with `attach_display`.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -79,7 +80,12 @@ def attach_display(tuner: tune.Tuner, display: Display | None) -> None:
 
 
 class CancelStopper(tune.Stopper):
-    """Stops the whole Tune run when `amctl cancel` has flagged the sweep in the store (polled every 2 s)."""
+    """Interrupts the Tune run when `amctl cancel` has flagged the sweep in the store (polled every 2 s).
+
+    It interrupts exactly as Ctrl-C (and a cancelled Ray job) does, by SIGINT to this driver: Tune then
+    saves its state with the running trials unfinished, so `amctl resume` continues them from their
+    checkpoints.  Stopping through `stop_all` would instead mark them terminated: finished, never resumed.
+    """
 
     def __init__(self, ctx: SweepContext):
         self.ctx, self._last, self._stop = ctx, 0.0, False
@@ -96,4 +102,6 @@ class CancelStopper(tune.Stopper):
             with self.ctx.store.session() as s:
                 sweep = self.ctx.store.sweep(s, self.ctx.sweep)
                 self._stop = sweep is not None and sweep.cancel_requested
-        return self._stop
+            if self._stop:
+                signal.raise_signal(signal.SIGINT)
+        return False

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from amlab.platform.spec import CellPlan, ResourcesSpec, RunSpec, SearchSpec, SweepSpec, config_hash
+from amlab.platform.spec import RunSpec, config_hash
 from amlab.platform.status import Kind
+from amlab.platform.sweep_spec import CellPlan, ResourcesSpec, SearchSpec, SweepSpec
 
 
 @dataclass(frozen=True)

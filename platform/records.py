@@ -20,7 +20,7 @@ from amlab.platform import tracking
 from amlab.platform.errors import SpecChanged
 from amlab.platform.launch import Launch
 from amlab.platform.settings import Settings
-from amlab.platform.spec import CellPlan, RunSpec, dotted
+from amlab.platform.spec import RunSpec, dotted
 from amlab.platform.status import (
     OBJECTIVE,
     PARAMS_COUNT,
@@ -34,6 +34,7 @@ from amlab.platform.status import (
     test_key,
 )
 from amlab.platform.store import Cell, Store, Sweep, Trial
+from amlab.platform.sweep_spec import CellPlan
 from amlab.workloads.registry import TASKS
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # one study per cell: creation notices would drown the live table

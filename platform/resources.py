@@ -18,7 +18,7 @@ import ray
 
 from amlab.platform.errors import ResourceError
 from amlab.platform.settings import Settings
-from amlab.platform.spec import ResourcesSpec
+from amlab.platform.sweep_spec import ResourcesSpec
 from amlab.platform.trial import Placement
 
 DRIVER_CPU = 0.01  # a Tune trial that only drives a TorchTrainer; it cannot ask for 0

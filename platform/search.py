@@ -21,8 +21,9 @@ from ray.tune.search.optuna import OptunaSearch
 
 from amlab.platform import records
 from amlab.platform.records import SweepContext
-from amlab.platform.spec import CellPlan, Dimension, dotted, validate_run
+from amlab.platform.spec import dotted, validate_run
 from amlab.platform.status import OBJECTIVE, STEP, Phase, study_name
+from amlab.platform.sweep_spec import CellPlan, Dimension
 from amlab.platform.trial import KEY, Placement, TrialConfig, of
 
 

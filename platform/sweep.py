@@ -22,9 +22,10 @@ from amlab.platform.launch import Launch
 from amlab.platform.records import SweepContext
 from amlab.platform.search import CellScheduler, CellSearcher
 from amlab.platform.settings import Settings
-from amlab.platform.spec import CellPlan, config_hash
+from amlab.platform.spec import config_hash
 from amlab.platform.status import Kind, Status
 from amlab.platform.store import Store
+from amlab.platform.sweep_spec import CellPlan
 from amlab.platform.train import run_trial
 
 

@@ -93,6 +93,14 @@ def test_changed_spec_under_the_same_name_is_refused(ray_local, settings, tmp_pa
     assert "was launched with another spec" in res.output and "train.steps: 60 -> 80" in res.output
     assert len(sweep_trials(Store(settings.db_url), NAME)) == before
 
+    # asked for explicitly, the changed spec adds its cell beside the old one, and the name now means the new spec
+    path.write_text(yaml.safe_dump({**spec(), "train": {**spec()["train"], "steps": 20}}))
+    res = CliRunner().invoke(amctl.app, ["launch", "sweep", str(path), "--extend", "--json"])
+    assert res.exit_code == 0, res.output
+    cells = json.loads(res.output)["cells"]
+    assert len(cells) == 2 and all(c["status"] == "FINISHED" for c in cells)
+    assert CliRunner().invoke(amctl.app, ["launch", "sweep", str(path), "--json"]).exit_code == 0  # same spec: no-op
+
 
 @pytest.mark.ray
 def test_delete_leaves_no_trace_in_any_store(ray_local, settings):

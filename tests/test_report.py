@@ -173,10 +173,10 @@ def test_report_and_compare_commands(report_dir):
     res = runner.invoke(amctl.app, ["report", SWEEP, "--format", "md"])
     assert res.exit_code == 0 and res.output.startswith(f"# amctl report: {SWEEP}")
     res = runner.invoke(amctl.app, ["report", SWEEP, "--format", "pdf"])
-    assert res.exit_code == 2 and "valid: html, md, csv, json" in res.output
+    assert res.exit_code == 2 and "'pdf' is not one of" in res.output
     res = runner.invoke(amctl.app, ["compare", SWEEP, SWEEP, "--json"])
     assert res.exit_code == 0
     rows = json.loads(res.output)
     assert len(rows) == 4 and all(r["difference"] == 0 and r["overlap"] is None for r in rows)  # 2 seeds: no paired verdict
     res = runner.invoke(amctl.app, ["compare", SWEEP, "nope"])
-    assert res.exit_code == 2 and "no sweep named 'nope'" in res.output
+    assert res.exit_code == 2 and "no sweep or run named 'nope'" in res.output

@@ -38,7 +38,7 @@ def test_html_report_renders_in_headless_chromium(report_dir, tmp_path):
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         table = driver.find_element("id", "leaderboard-table")
         rows = table.find_elements("css selector", "tbody tr")
-        assert [r.find_element("tag name", "th").text for r in rows] == ["lstm", "transformer", "chance"]
+        assert [r.find_element("tag name", "th").text for r in rows] == ["lstm", "transformer", "chance", "ranking"]
         # 2 seeds: no cell may be marked best; each task says why (insufficient seeds)
         assert not table.find_elements("css selector", "td.best")
         assert "insufficient seeds" in driver.find_element("tag name", "body").text

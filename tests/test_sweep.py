@@ -93,8 +93,10 @@ def test_two_by_two_sweep_end_to_end(ray_local, settings):
     study = optuna.load_study(study_name=f"grid22:{cells[0].key}", storage=settings.optuna_url)
     assert len(study.trials) == 2 and all(t.user_attrs["seed"] == 0 for t in study.trials)
 
-    # relaunching a finished sweep does no work
+    # relaunching a finished sweep does no work and leaves its MLflow run closed as it was
+    sweep_run = [r for r in runs_of(client, "grid22") if r.data.tags["amctl.kind"] == "sweep"][0]
     again = run_sweep(launch, settings)
+    assert client.get_run(sweep_run.info.run_id).info.end_time == sweep_run.info.end_time
     assert again.status == "FINISHED" and sorted(again.skipped) == sorted(c.key for c in cells) and again.ran == []
     assert len(runs_of(client, "grid22")) == 1 + 4 + 12
 

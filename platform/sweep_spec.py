@@ -1,0 +1,206 @@
+"""Sweep specs: a grid of mechanisms × tasks with seeds, a search and resources, expanded into cells.
+
+Validated completely (every problem with its YAML path) before any Ray or
+store work; each cell is a run spec plus its search space and identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from amlab.platform.spec import SpecError, Strict, TrainSpec, config_hash, format_errors, validate_run
+from amlab.workloads.model import IncompatibleCell, check_compatible
+from amlab.workloads.registry import MECHANISMS, TASKS, UnknownName, knob_table
+
+TRAIN_SEARCHABLE = {
+    "lr": {"low": 1e-5, "high": 10.0, "log": True},
+    "weight_decay": {"low": 0.0, "high": 1.0},
+    "grad_clip": {"low": 0.0, "high": 100.0},
+    "warmup_steps": {"low": 0, "high": 1_000_000},
+    "batch_size": {"low": 1, "high": 65536, "log": True},
+    "optimizer": {"choices": ["adam", "adamw", "rmsprop", "sgd"]},
+    "schedule": {"choices": ["constant", "cosine"]},
+}
+DEFAULT_TRAIN_SPACE = {"train.lr": {"low": 3e-4, "high": 1e-2, "log": True}}
+
+
+class Dimension(Strict):
+    """One searched parameter: a numeric range (log-uniform when `log`) or a list of choices."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self):
+        if (self.choices is None) == (self.low is None or self.high is None):
+            raise ValueError("give either low and high, or choices")
+        if self.choices is None and self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.choices is None and self.low <= 0:
+            raise ValueError("a log-scale range needs low > 0")
+        return self
+
+
+class SearchSpec(Strict):
+    trials: int = Field(4, ge=1, le=100_000, description="configurations tried per cell (on the first seed)")
+    scheduler: Literal["asha", "fifo"] = "asha"
+    space: dict[str, Dimension] = Field(default_factory=dict, description="'mechanism.X', 'NAME.X' or 'train.X' -> range")
+    grace_evals: int = Field(2, ge=1, description="ASHA: evaluations every trial gets before it can be stopped")
+    reduction_factor: int = Field(3, ge=2)
+    seed: int = Field(0, ge=0, description="seed of the TPE sampler")
+
+
+class ResourcesSpec(Strict):
+    workers_per_trial: int = Field(1, ge=1, le=1024)
+    gpus_per_worker: float = Field(0, ge=0, le=16)
+    cpus_per_worker: float = Field(1, gt=0, le=256)
+    max_concurrent: int | None = Field(None, ge=1, description="cap on concurrent trials; default: what the cluster fits")
+
+
+class SweepSpec(Strict):
+    name: str = Field(pattern=r"^[a-z0-9_-]+$", max_length=120)
+    mechanisms: list[str] | dict[str, dict[str, Any] | None]
+    tasks: list[str] | dict[str, dict[str, Any] | None]
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    train: dict[str, Any] = Field(default_factory=dict)
+    search: SearchSpec = SearchSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    """One mechanism × task cell: its fixed run spec (seed filled per trial), search space and identity."""
+
+    mechanism: str
+    task: str
+    base: dict[str, Any]  # normalised RunSpec dict with the first seed
+    space: dict[str, Dimension]
+    seeds: tuple[int, ...]
+    search: SearchSpec
+    config_hash: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.mechanism}-{self.task}-{self.config_hash[:8]}"
+
+
+def _entries(value: list[str] | dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {n: {} for n in value} if isinstance(value, list) else {n: dict(p or {}) for n, p in value.items()}
+
+
+def _space_for(spec: SweepSpec, mechanism: str, fixed: dict[str, Any]) -> dict[str, Dimension]:
+    """The cell's search space: the spec's entries that apply to it, else the registry defaults."""
+    table = knob_table(MECHANISMS.get(mechanism).params)
+    if spec.search.space:
+        space = {}
+        for key, dim in spec.search.space.items():
+            scope, _, field = key.partition(".")
+            if scope == "train" or (scope in ("mechanism", mechanism) and field in table):
+                space[key if scope == "train" else f"mechanism.{field}"] = dim
+        return space
+    space = {
+        f"mechanism.{name}": Dimension(**({"choices": k["choices"]} if "choices" in k else
+                                          {"low": k["space"][0], "high": k["space"][1], "log": k["log"]}))
+        for name, k in table.items() if k["search"] and name not in fixed
+    }
+    return {**space, **{k: Dimension(**v) for k, v in DEFAULT_TRAIN_SPACE.items()}}
+
+
+def _check_bounds(path: str, dim: Dimension, bounds: dict[str, Any], problems: list[str]) -> None:
+    if dim.choices is not None:
+        allowed = bounds.get("choices")
+        bad = [c for c in dim.choices if allowed is not None and c not in allowed]
+        if bad:
+            problems.append(f"{path}.choices: {bad} not accepted; accepted: {allowed}")
+        return
+    if "low" in bounds and dim.low < bounds["low"]:
+        problems.append(f"{path}.low: {dim.low} is below the registry's bound {bounds['low']}")
+    if "high" in bounds and dim.high > bounds["high"]:
+        problems.append(f"{path}.high: {dim.high} is above the registry's bound {bounds['high']}")
+
+
+def validate_sweep(data: dict[str, Any]) -> tuple[SweepSpec, list[CellPlan], list[str]]:
+    """Validate and expand a sweep spec -> (spec, cells, notices); SpecError lists every problem with its YAML path."""
+    problems: list[str] = []
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as err:
+        problems += format_errors(err, "", SweepSpec)
+        spec = None
+    raw_train = data.get("train") if isinstance(data.get("train"), dict) else {}
+    for forbidden, where in (("seed", "seeds"), ("workers", "resources.workers_per_trial")):
+        if forbidden in raw_train:
+            problems.append(f"train.{forbidden}: set by the sweep; use {where}")
+    chosen: dict[str, dict[str, dict[str, Any]]] = {}
+    for section, registry in (("mechanisms", MECHANISMS), ("tasks", TASKS)):
+        value = data.get(section)
+        entries = _entries(value) if isinstance(value, (list, dict)) else {}
+        if isinstance(value, (list, dict)) and not entries:
+            problems.append(f"{section}: empty; valid: {', '.join(registry.names())}")
+        for name, params in entries.items():
+            try:
+                registry.get(name).params(**params)
+            except UnknownName as e:
+                problems.append(f"{section}.{name}: {e}")
+            except ValidationError as err:
+                problems += format_errors(err, f"{section}.{name}", registry.get(name).params)
+        chosen[section] = {n: p for n, p in entries.items() if n in registry.names()}
+    space = ((data.get("search") or {}).get("space") or {}) if isinstance(data.get("search"), dict) else {}
+    for key, raw in space.items() if isinstance(space, dict) else ():
+        try:
+            dim = Dimension.model_validate(raw)
+        except ValidationError:
+            continue  # already reported by the SweepSpec validation above
+        scope, _, field = str(key).partition(".")
+        path = f"search.space.{key}"
+        if scope == "train":
+            if field not in TRAIN_SEARCHABLE:
+                problems.append(f"{path}: not searchable; searchable train fields: {', '.join(TRAIN_SEARCHABLE)}")
+            else:
+                _check_bounds(path, dim, TRAIN_SEARCHABLE[field], problems)
+            continue
+        if scope != "mechanism" and scope not in chosen["mechanisms"]:
+            problems.append(f"{path}: '{scope}' is not 'train', 'mechanism' or one of the sweep's mechanisms")
+            continue
+        owners = [m for m in chosen["mechanisms"] if scope in ("mechanism", m)]
+        tables = [knob_table(MECHANISMS.get(m).params) for m in owners]
+        if not any(field in t for t in tables):
+            problems.append(f"{path}: no mechanism in the sweep has a knob '{field}'")
+        for t in tables:
+            if field in t:
+                _check_bounds(path, dim, t[field], problems)
+    train = {k: v for k, v in raw_train.items() if k not in ("seed", "workers")}
+    if spec is not None:
+        train.update(seed=spec.seeds[0], workers=spec.resources.workers_per_trial)
+        if spec.resources.gpus_per_worker > 0:
+            train.setdefault("device", "cuda")
+    try:
+        TrainSpec.model_validate(train)
+    except ValidationError as err:
+        problems += format_errors(err, "train", TrainSpec)
+    if problems or spec is None:
+        raise SpecError(list(dict.fromkeys(problems)))
+
+    cells, notices = [], []
+    for m, mparams in chosen["mechanisms"].items():
+        for t, tparams in chosen["tasks"].items():
+            try:
+                check_compatible(m, t)
+            except IncompatibleCell as e:
+                notices.append(f"skipped {m} × {t}: {e}")
+                continue
+            run = {"mechanism": {"name": m, **mparams}, "task": {"name": t, **tparams}, "train": train}
+            base = validate_run(run).normalised()
+            cell_space = _space_for(spec, m, mparams)
+            identity = {"run": {**base, "train": {**base["train"], "seed": None}}, "seeds": spec.seeds,
+                        "search": spec.search.model_dump(mode="json", exclude={"space"}),
+                        "space": {k: v.model_dump(mode="json") for k, v in sorted(cell_space.items())}}
+            cells.append(CellPlan(m, t, base, cell_space, tuple(spec.seeds), spec.search, config_hash(identity)))
+    if not cells:
+        raise SpecError(["mechanisms × tasks: no compatible cell; " + "; ".join(notices)])
+    return spec, cells, notices
