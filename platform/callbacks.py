@@ -44,6 +44,17 @@ class Bookkeeper(tune.Callback):
         error = Path(trial.error_file).read_text(errors="replace") if trial.error_file and Path(trial.error_file).exists() else ""
         records.close_trial(self.ctx, trial.trial_id, Status.FAILED, trial.last_result or {}, early=False, error=error)
 
+    def on_experiment_end(self, trials, **info):
+        """Close what Tune knows ended but the store missed: a driver killed between Tune's state checkpoint
+        and this callback's write leaves a finished trial RUNNING, and the restored run never reports it again."""
+        for trial in trials:
+            result, steps = trial.last_result or {}, of(trial.config).steps
+            if trial.status == trial.TERMINATED and result.get("done"):  # an interrupt also stops trials, never `done`
+                records.close_trial(self.ctx, trial.trial_id, Status.FINISHED, result,
+                                    early=result.get(STEP, steps) < steps, if_open=True)
+            elif trial.status == trial.ERROR:
+                records.close_trial(self.ctx, trial.trial_id, Status.FAILED, result, early=False, if_open=True)
+
 
 class Progress(tune.Callback):
     """Forwards trial events to a display (the live table or a progress bar)."""

@@ -95,8 +95,73 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# attention, an LSTM, and the modern recurrences Zoology and MAD measure against it; the CPU-sized grids leave out
+# Mamba, whose pure-PyTorch scan costs ~20x an LSTM step on CPU (bench/mechanisms.py), and keep linear attention
+SCALING_MECHANISMS = ("transformer", "lstm", "linear_attention", "gla", "deltanet", "hyena", "mamba")
+CPU_MECHANISMS = SCALING_MECHANISMS[:-1]
+MULTI_HEAD = {"transformer", "linear_attention", "gla", "deltanet"}
+
+
+def _grid(widths: list[int] | int, heads: int, mechanisms: tuple[str, ...] = CPU_MECHANISMS) -> dict[str, dict[str, Any]]:
+    return {m: {"d_model": widths, **({"heads": heads} if m in MULTI_HEAD else {})} for m in mechanisms}
+
+
+PRESETS["mqar-scaling"] = {
+    "predicts": "Arora et al. 2023 (Zoology), accuracy against model width per sequence length: attention solves "
+                "MQAR at the smallest width at every length; input-dependent recurrences (GLA, DeltaNet, Mamba) come "
+                "close as width grows; the LSTM, linear attention without decay and long convolutions (Hyena) need a "
+                "width that grows with the sequence length and number of pairs.",
+    "paper": "arora2023-mqar",
+    "spec": {
+        "name": "mqar-scaling",
+        "mechanisms": _grid([16, 32, 64], 2),
+        "tasks": {"mqar": {"vocab_size": 64, "seq_len": [32, 64], "num_kv_pairs": 4}},
+        "seeds": [0, 1, 2],
+        "train": {"steps": 800, "batch_size": 32, "lr": 3e-3, "eval_every": 200, "eval_batches": 2},
+        "search": {"trials": 1, "scheduler": "fifo"},
+    },
+    "full": {  # Zoology's grid: widths 64-512, lengths 64-512 with pairs growing with length, a large vocabulary
+        "mechanisms": _grid([64, 128, 256, 512], 4, SCALING_MECHANISMS),
+        "tasks": {"mqar": {"vocab_size": 8192, "seq_len": [64, 128, 256, 512], "num_kv_pairs": [4, 8, 16]}},
+        "train": {"steps": 20000, "batch_size": 64, "lr": 1e-3, "eval_every": 1000, "eval_batches": 4},
+        "search": {"trials": 4, "scheduler": "asha"},
+    },
+}
+
+PRESETS["mad-suite"] = {
+    "predicts": "Poli et al. 2024 (MAD): attention and input-dependent recurrences solve in-context and noisy recall; "
+                "fuzzy recall (multi-token keys) is hard for every fixed-state mechanism; compression favours "
+                "recurrences over attention at equal width; memorization depends on parameters, not mechanism.",
+    "paper": "poli2024-mad",
+    "spec": {
+        "name": "mad-suite",
+        "mechanisms": _grid(32, 2),
+        "tasks": {"noisy_recall": {"seq_len": 64, "frac_noise": [0.0, 0.2, 0.4]},
+                  "fuzzy_recall": {"seq_len": [64, 128]},
+                  "compression": {"seq_len": [16, 32]},
+                  "memorization": {"vocab_size": [64, 256]},
+                  "selective_copy": {"seq_len": 64, "tokens": [4, 8], "test_lens": [64]}},
+        "seeds": [0, 1, 2],
+        "train": {"steps": 1000, "batch_size": 32, "lr": 3e-3, "eval_every": 250, "eval_batches": 2},
+        "search": {"trials": 1, "scheduler": "fifo"},
+    },
+    "full": {
+        "mechanisms": _grid(128, 4, SCALING_MECHANISMS),
+        "train": {"steps": 20000, "batch_size": 128, "lr": 1e-3, "eval_every": 1000, "eval_batches": 4},
+        "search": {"trials": 4, "scheduler": "asha"},
+    },
+}
+
+
 def preset(name: str) -> dict[str, Any]:
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise KeyError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}") from None
+    """A preset by name; `NAME:full` is its paper-scale version where one is defined (the default is CPU-sized)."""
+    base, _, scale = name.partition(":")
+    if base not in PRESETS:
+        raise KeyError(f"unknown preset {base!r}; valid: {', '.join(PRESETS)}")
+    entry = PRESETS[base]
+    if not scale:
+        return entry
+    if scale != "full" or "full" not in entry:
+        scales = "full" if "full" in entry else "none"
+        raise KeyError(f"preset {base!r} has no scale {scale!r}; scales beside the default: {scales}")
+    return {**entry, "spec": {**entry["spec"], **entry["full"], "name": f"{base}-full"}}

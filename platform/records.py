@@ -133,16 +133,25 @@ def _open_cell(ctx: SweepContext, s, sweep: Sweep, plan: CellPlan) -> Cell:
     run_id = sweep.mlflow_run_id
     if ctx.kind is Kind.SWEEP:
         tags = {"amctl.kind": "cell", "amctl.sweep": ctx.sweep, "amctl.cell": plan.key, "mechanism": plan.mechanism,
-                "task": plan.task, "config_hash": plan.config_hash, "code_version": tracking.code_version()}
-        run_id = tracking.start_run(ctx.client, ctx.experiment_id, plan.key, plan.base, tags, parent=sweep.mlflow_run_id)
+                "task": plan.task, "config_hash": plan.config_hash, "code_version": tracking.code_version(),
+                **variant_tags(plan)}
+        run_id = tracking.start_run(ctx.client, ctx.experiment_id, plan.title, plan.base, tags, parent=sweep.mlflow_run_id)
         optuna.create_study(study_name=study_name(ctx.sweep, plan.key), storage=ctx.settings.optuna_url,
                             direction="minimize", load_if_exists=True)
-    row = Cell(mechanism=plan.mechanism, task=plan.task, config_hash=plan.config_hash, spec=plan.base, mlflow_run_id=run_id,
-               metric=entry.metric, higher_is_better=entry.higher_is_better)
+    row = Cell(mechanism=plan.mechanism, task=plan.task, mechanism_variant=plan.mechanism_variant,
+               task_variant=plan.task_variant, axes=plan.axes or None, config_hash=plan.config_hash, spec=plan.base,
+               mlflow_run_id=run_id, metric=entry.metric, higher_is_better=entry.higher_is_better)
     sweep.cells.append(row)
     s.flush()
     ctx.store.set_status(s, row, Status.PENDING)
     return row
+
+
+def variant_tags(plan: CellPlan) -> dict[str, str]:
+    """`amctl.variant` (the cell's title) and one `axis.<section>.<knob>` tag per axis value, for a variant cell."""
+    if not plan.axes:
+        return {}
+    return {"amctl.variant": plan.title, **{f"axis.{k}": str(v) for k, v in plan.axes.items()}}
 
 
 def start(ctx: SweepContext, pending: list[CellPlan]) -> None:
@@ -167,7 +176,7 @@ def open_trial(ctx: SweepContext, cell: CellPlan, trial_id: str, phase: Phase, s
     else:
         tags = {"amctl.kind": "trial", "amctl.sweep": ctx.sweep, "amctl.cell": cell.key, "amctl.phase": phase.value,
                 "amctl.tune_trial_id": trial_id, "mechanism": cell.mechanism, "task": cell.task, "seed": str(seed),
-                "config_hash": spec.config_hash(), "code_version": tracking.code_version()}
+                "config_hash": spec.config_hash(), "code_version": tracking.code_version(), **variant_tags(cell)}
         run_id = tracking.start_run(ctx.client, ctx.experiment_id, f"{cell.key}/{phase.value}-s{seed}-{trial_id[-5:]}",
                                     spec.normalised(), tags, parent=ctx.cell_runs[cell.key])
     with ctx.store.session() as s:
@@ -193,10 +202,12 @@ def trial_progress(ctx: SweepContext, trial_id: str, step: int | None) -> None:
             s.commit()
 
 
-def close_trial(ctx: SweepContext, trial_id: str, status: Status, result: dict, *, early: bool, error: str = "") -> None:
+def close_trial(ctx: SweepContext, trial_id: str, status: Status, result: dict, *, early: bool, error: str = "",
+                if_open: bool = False) -> None:
+    """A trial's terminal status, metrics and tags; `if_open` leaves an already closed row alone (reconciliation)."""
     with ctx.store.session() as s:
         row = _trial(s, trial_id)
-        if row is None:
+        if row is None or (if_open and Status(row.status).terminal):
             return
         row.metrics, row.early_stopped = {k: v for k, v in result.items() if is_reported_metric(k)}, early
         row.steps_done = int(result.get(STEP, row.steps_done))

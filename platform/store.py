@@ -57,6 +57,9 @@ class Cell(Base):
     sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id"))
     mechanism: Mapped[str] = mapped_column(String(64))
     task: Mapped[str] = mapped_column(String(64))
+    mechanism_variant: Mapped[str] = mapped_column(String(200), default="")  # e.g. "d_model=64" (variants.py)
+    task_variant: Mapped[str] = mapped_column(String(200), default="")
+    axes: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # "mechanism.d_model" / "task.seq_len" -> value
     config_hash: Mapped[str] = mapped_column(String(64), index=True)
     spec: Mapped[dict[str, Any]]
     status: Mapped[Status] = mapped_column(_enum(Status), default=Status.PENDING)
@@ -76,6 +79,14 @@ class Cell(Base):
     def key(self) -> str:
         """The cell's name in MLflow, Optuna and Tune (the same as `CellPlan.key`)."""
         return f"{self.mechanism}-{self.task}-{self.config_hash[:8]}"
+
+    @property
+    def mechanism_label(self) -> str:
+        return f"{self.mechanism}[{self.mechanism_variant}]" if self.mechanism_variant else self.mechanism
+
+    @property
+    def task_label(self) -> str:
+        return f"{self.task}[{self.task_variant}]" if self.task_variant else self.task
 
 
 class Trial(Base):

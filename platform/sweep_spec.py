@@ -6,12 +6,14 @@ store work; each cell is a run spec plus its search space and identity.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
 from amlab.platform.spec import SpecError, Strict, TrainSpec, config_hash, format_errors, validate_run
+from amlab.platform.variants import Variant, expand, grid_problem
 from amlab.workloads.model import IncompatibleCell, check_compatible
 from amlab.workloads.registry import MECHANISMS, TASKS, UnknownName, knob_table
 
@@ -64,8 +66,8 @@ class ResourcesSpec(Strict):
 
 class SweepSpec(Strict):
     name: str = Field(pattern=r"^[a-z0-9_-]+$", max_length=120)
-    mechanisms: list[str] | dict[str, dict[str, Any] | None]
-    tasks: list[str] | dict[str, dict[str, Any] | None]
+    mechanisms: list[str] | dict[str, dict[str, Any] | list[dict[str, Any]] | None]  # params, or variants (variants.py)
+    tasks: list[str] | dict[str, dict[str, Any] | list[dict[str, Any]] | None]
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     train: dict[str, Any] = Field(default_factory=dict)
     search: SearchSpec = SearchSpec()
@@ -83,14 +85,29 @@ class CellPlan:
     seeds: tuple[int, ...]
     search: SearchSpec
     config_hash: str
+    mechanism_variant: str = ""  # e.g. "d_model=64"; "" when the entry has one variant
+    task_variant: str = ""
+    axes: dict[str, Any] = field(default_factory=dict)  # "mechanism.d_model" / "task.seq_len" -> value
 
     @property
     def key(self) -> str:
         return f"{self.mechanism}-{self.task}-{self.config_hash[:8]}"
 
+    @property
+    def mechanism_label(self) -> str:
+        return f"{self.mechanism}[{self.mechanism_variant}]" if self.mechanism_variant else self.mechanism
 
-def _entries(value: list[str] | dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {n: {} for n in value} if isinstance(value, list) else {n: dict(p or {}) for n, p in value.items()}
+    @property
+    def task_label(self) -> str:
+        return f"{self.task}[{self.task_variant}]" if self.task_variant else self.task
+
+    @property
+    def title(self) -> str:
+        return f"{self.mechanism_label} × {self.task_label}"
+
+
+def _entries(value: list[str] | dict[str, Any]) -> dict[str, Any]:
+    return {n: None for n in value} if isinstance(value, list) else dict(value)
 
 
 def _space_for(spec: SweepSpec, mechanism: str, fixed: dict[str, Any]) -> dict[str, Dimension]:
@@ -136,20 +153,34 @@ def validate_sweep(data: dict[str, Any]) -> tuple[SweepSpec, list[CellPlan], lis
     for forbidden, where in (("seed", "seeds"), ("workers", "resources.workers_per_trial")):
         if forbidden in raw_train:
             problems.append(f"train.{forbidden}: set by the sweep; use {where}")
-    chosen: dict[str, dict[str, dict[str, Any]]] = {}
+    chosen: dict[str, dict[str, list[Variant]]] = {}
     for section, registry in (("mechanisms", MECHANISMS), ("tasks", TASKS)):
         value = data.get(section)
         entries = _entries(value) if isinstance(value, (list, dict)) else {}
         if isinstance(value, (list, dict)) and not entries:
             problems.append(f"{section}: empty; valid: {', '.join(registry.names())}")
-        for name, params in entries.items():
+        chosen[section] = {}
+        for name, raw in entries.items():
             try:
-                registry.get(name).params(**params)
+                params_cls = registry.get(str(name)).params
             except UnknownName as e:
                 problems.append(f"{section}.{name}: {e}")
-            except ValidationError as err:
-                problems += format_errors(err, f"{section}.{name}", registry.get(name).params)
-        chosen[section] = {n: p for n, p in entries.items() if n in registry.names()}
+                continue
+            found, trouble = expand(raw, params_cls, f"{section}.{name}")
+            problems += trouble
+            for i, variant in enumerate(found):
+                try:
+                    params_cls(**variant.params)
+                except ValidationError as err:
+                    where = f"{section}.{name}" + (f"[{variant.label}]" if variant.label else "")
+                    problems += format_errors(err, where, params_cls)
+                except TypeError as err:  # params that are not a mapping of names
+                    problems.append(f"{section}.{name}[{i}]: {err}")
+            chosen[section][name] = found
+    sizes = {what: sum(len(v) for v in chosen[section].values()) for section, what in
+             (("mechanisms", "mechanism variants"), ("tasks", "task variants"))}
+    if (too_big := grid_problem(sizes)) is not None:
+        problems.append(too_big)
     space = ((data.get("search") or {}).get("space") or {}) if isinstance(data.get("search"), dict) else {}
     for key, raw in space.items() if isinstance(space, dict) else ():
         try:
@@ -187,20 +218,25 @@ def validate_sweep(data: dict[str, Any]) -> tuple[SweepSpec, list[CellPlan], lis
         raise SpecError(list(dict.fromkeys(problems)))
 
     cells, notices = [], []
-    for m, mparams in chosen["mechanisms"].items():
-        for t, tparams in chosen["tasks"].items():
-            try:
-                check_compatible(m, t)
-            except IncompatibleCell as e:
-                notices.append(f"skipped {m} × {t}: {e}")
-                continue
-            run = {"mechanism": {"name": m, **mparams}, "task": {"name": t, **tparams}, "train": train}
+    for (m, mvariants), (t, tvariants) in itertools.product(chosen["mechanisms"].items(), chosen["tasks"].items()):
+        try:
+            check_compatible(m, t)
+        except IncompatibleCell as e:
+            notices.append(f"skipped {m} × {t}: {e}")
+            continue
+        for mv, tv in itertools.product(mvariants, tvariants):
+            run = {"mechanism": {"name": m, **mv.params}, "task": {"name": t, **tv.params}, "train": train}
             base = validate_run(run).normalised()
-            cell_space = _space_for(spec, m, mparams)
+            cell_space = _space_for(spec, m, mv.params)
             identity = {"run": {**base, "train": {**base["train"], "seed": None}}, "seeds": spec.seeds,
                         "search": spec.search.model_dump(mode="json", exclude={"space"}),
                         "space": {k: v.model_dump(mode="json") for k, v in sorted(cell_space.items())}}
-            cells.append(CellPlan(m, t, base, cell_space, tuple(spec.seeds), spec.search, config_hash(identity)))
+            axes = {**{f"mechanism.{k}": v for k, v in mv.axes.items()}, **{f"task.{k}": v for k, v in tv.axes.items()}}
+            cells.append(CellPlan(m, t, base, cell_space, tuple(spec.seeds), spec.search, config_hash(identity),
+                                  mv.label, tv.label, axes))
     if not cells:
         raise SpecError(["mechanisms × tasks: no compatible cell; " + "; ".join(notices)])
+    if any(c.axes for c in cells):
+        notices.append(f"grid: {sizes['mechanism variants']} mechanism variants × {sizes['task variants']} task variants "
+                       f"-> {len(cells)} cells")
     return spec, cells, notices

@@ -25,7 +25,7 @@ class SweepView:
     """Live table of a running sweep: one row per cell, updated from Tune's driver-side callbacks."""
 
     def __init__(self, cells, total: int, concurrency: int):
-        self.rows = {c.key: {"cell": f"{c.mechanism} × {c.task}", "done": 0, "running": {}, "best": None, "sign": None,
+        self.rows = {c.key: {"cell": c.title, "done": 0, "running": {}, "best": None, "sign": None,
                              "planned": (c.search.trials if c.space else 1) + len(c.seeds) - 1} for c in cells}
         self.total, self.concurrency, self.started = total, concurrency, time.time()
 
@@ -83,7 +83,8 @@ def status_rows(store: Store, name: str | None) -> list[dict[str, Any]]:
         return [
             {"name": sw.name, "kind": str(sw.kind), "status": str(sw.status), "cancel_requested": sw.cancel_requested,
              "created_at": sw.created_at.isoformat(), "mlflow_run_id": sw.mlflow_run_id,
-             "cells": [{"mechanism": c.mechanism, "task": c.task, "status": str(c.status), "config_hash": c.config_hash,
+             "cells": [{"mechanism": c.mechanism_label, "task": c.task_label, "status": str(c.status),
+                        "config_hash": c.config_hash,
                         "value": c.value, "metric": c.metric,
                         "trials": [{"key": t.trial_key, "phase": str(t.phase), "seed": t.seed, "status": str(t.status),
                                     "steps_done": t.steps_done, "steps": t.config["train"]["steps"],

@@ -89,3 +89,17 @@ def test_no_platform_module_imports_the_cli():
 
 def test_cli_is_thin():
     assert len((REPO / "amctl.py").read_text().splitlines()) <= 300
+
+
+def test_every_committed_result_names_its_command_and_a_preset_that_validates():
+    from amlab.platform.api import plan, sweep_data
+    from amlab.platform.status import Kind
+
+    pages = sorted((REPO / "docs" / "results").glob("*.md"))
+    for page in pages:
+        first = page.read_text().splitlines()[0]
+        found = re.fullmatch(r"<!-- produced by: \.venv/bin/python docs/results/run\.py (\S+) -->", first)
+        assert found, f"{page.name}: the first line must name the command that produced it"
+        launch = plan(Kind.SWEEP, sweep_data(None, found.group(1), []))
+        assert page.stem == launch.name, f"{page.name} is not the report of preset {found.group(1)}"
+        assert f"# amctl report: {launch.name}" in page.read_text()

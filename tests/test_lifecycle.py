@@ -162,3 +162,10 @@ def test_bad_format_and_unknown_command_are_usage_errors(settings):
     assert res.exit_code == 2 and "pdf" in res.output
     assert CliRunner().invoke(amctl.app, ["-h"]).exit_code == 0
 
+
+
+def test_shell_completion_offers_registry_and_store_names(settings):
+    assert amctl.complete("mechanisms")("ls") == ["lstm"]
+    assert "mqar" in amctl.complete("tasks")("m")
+    assert "quick" in amctl.complete("presets")("")
+    assert amctl.complete("sweeps")("no-such-prefix") == []

@@ -129,7 +129,10 @@ def test_driver_killed_mid_sweep_then_relaunched_completes_without_duplicates(ra
     client = MlflowClient(settings.mlflow_uri)
     trials = check_tree(client, store, "killme")
     finished = [t for t in trials if t.info.status == "FINISHED"]
-    assert len(finished) == 12, "each cell: 2 searched + 1 seed replicate, each finished exactly once"
+    with store.session() as s:
+        story = [(c.key, t.trial_key, t.phase, t.seed, t.status, t.steps_done,
+                  [x.new for x in store.transitions(s, "trial", t.id)]) for c in store.sweep(s, "killme").cells for t in c.trials]
+    assert len(finished) == 12, f"each cell: 2 searched + 1 seed replicate, each finished exactly once: {story}"
     keys = [t.data.tags["amctl.tune_trial_id"] for t in trials]
     assert len(keys) == len(set(keys))
     for t in finished:

@@ -12,11 +12,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from amlab.platform import stats
+from amlab.platform.records import seed_trials
 from amlab.platform.report.summarise import paper_rows, rank, reached, seed_statistics, summary, target_of
 from amlab.platform.results import cell_results
 from amlab.platform.settings import Settings
 from amlab.platform.spec import RunSpec
-from amlab.platform.status import OBJECTIVE, Phase, Status, study_name, test_key, val_key
+from amlab.platform.status import Phase, study_name, test_key, val_key
 from amlab.platform.store import Store
 from amlab.workloads.registry import TASKS
 
@@ -88,14 +89,6 @@ def compare(store: Store, a: str, b: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _seed_trials(cell) -> list:
-    """The runs behind the cell's value: its best full-length search trial and the seed replicates."""
-    full = [t for t in cell.trials if t.phase == Phase.SEARCH and t.status == Status.FINISHED and t.metrics
-            and not t.early_stopped and OBJECTIVE in t.metrics]
-    best = [min(full, key=lambda t: t.metrics[OBJECTIVE])] if full else []
-    return best + [t for t in cell.trials if t.phase == Phase.SEED and t.status == Status.FINISHED and t.metrics]
-
-
 def _epoch_ms(t: datetime) -> float:
     return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp() * 1000
 
@@ -154,7 +147,7 @@ def collect(settings: Settings, name: str) -> dict[str, Any]:
 def _cost_and_curves(c: dict[str, Any], row, client) -> None:
     """Wall time, throughput, time to target, learning curve and generalisation points of one cell."""
     metric = c["metric"]
-    runs = _seed_trials(row)
+    runs = seed_trials(row)
     timed = [t for t in row.trials if t.started_at and t.ended_at]
     c["wall_s"] = sum((t.ended_at - t.started_at).total_seconds() for t in timed) if timed else None
     c["seed_wall_s"] = stats.median([(t.ended_at - t.started_at).total_seconds() for t in runs if t.started_at and t.ended_at])

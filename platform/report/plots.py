@@ -94,3 +94,34 @@ def heatmaps(data: dict[str, Any], settings: Settings) -> list[dict[str, str]]:
         out.append({"mechanism": c["mechanism"], "task": c["task"], "trace": Path(chosen).stem, "png": png,
                     "others": len(pngs) - 1})
     return out
+
+
+def axis_plots(data: dict[str, Any]) -> list[dict[str, str]]:
+    """The metric against each axis of a variant grid: one figure per task and axis, one panel per other task axis."""
+    from matplotlib.figure import Figure
+
+    from amlab.platform.report.axes import views
+
+    out = []
+    for v in views(data["cells"]):
+        scale = 100.0 if v["metric"] in PERCENT else 1.0
+        fig = Figure(figsize=(4.2 * len(v["panels"]) + 0.6, 3.4))
+        ticks = [str(x) for x in v["xs"]]
+        for i, (panel, lines) in enumerate(v["panels"].items()):
+            ax = fig.add_subplot(1, len(v["panels"]), i + 1)
+            for line, points in lines.items():
+                at = {str(x): c for x, c in points}
+                ys = [at[t]["mean"] * scale if t in at and at[t]["mean"] is not None else float("nan") for t in ticks]
+                err = [[(at[t]["mean"] - at[t]["ci"][0]) * scale if t in at and at[t]["ci"] else 0 for t in ticks],
+                       [(at[t]["ci"][1] - at[t]["mean"]) * scale if t in at and at[t]["ci"] else 0 for t in ticks]]
+                ax.errorbar(range(len(ticks)), ys, yerr=err, marker="o", ms=3, capsize=2, label=line)
+            ax.axhline(v["chance"] * scale, color="grey", ls="--", lw=1, label="chance")
+            ax.axhline(v["target"] * scale, color="green", ls=":", lw=1, label="target")
+            ax.set_xticks(range(len(ticks)), ticks)
+            ax.set(xlabel=v["axis"], title=f"{v['task']} ({panel})",
+                   ylabel=f"test {v['metric']}{' (%)' if scale == 100 else ''} {'↑' if v['higher_is_better'] else '↓'}")
+            ax.grid(alpha=0.3)
+        fig.axes[0].legend(fontsize=7)
+        fig.tight_layout()
+        out.append({"task": v["task"], "axis": v["axis"], "png": _png(fig)})
+    return out

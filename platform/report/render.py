@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from amlab.platform import stats
+from amlab.platform.report import axes
 from amlab.platform.report.collect import MIN_IMPORTANCE_TRIALS, collect
-from amlab.platform.report.plots import curves, heatmaps
+from amlab.platform.report.plots import axis_plots, curves, heatmaps
 from amlab.platform.report.summarise import TARGET_FRACTION, count, fmt
 from amlab.platform.settings import Settings
 
@@ -58,6 +59,7 @@ def render_html(data: dict[str, Any], dump_heatmaps: list[dict[str, str]]) -> st
     mechanisms, tasks, grid = matrix(data)
     return template.render(
         d=data, mechanisms=mechanisms, grid=grid, ranking=ranking(data), plots=curves(data), heatmaps=dump_heatmaps,
+        axis_plots=axis_plots(data), capacity=axes.capacity(data["cells"]),
         fmt=fmt, count=count, secs=secs, legend=LEGEND, level=LEVEL, min_seeds=stats.MIN_SEEDS,
         min_trials=MIN_IMPORTANCE_TRIALS, target_fraction=TARGET_FRACTION,
     )
@@ -91,6 +93,7 @@ def render_md(data: dict[str, Any]) -> str:
                      f"{c['state_size'] if c['state_size'] is not None else '-'} | {secs(c['wall_s'])} | "
                      f"{c['steps_per_s'] or 0:.1f} | {secs(c['time_to_target_s'])} | "
                      f"{fmt(c['trial_spread'], c['metric'])} | {c['status']} |")
+    lines += axes.render_md(data["cells"])
     if data["papers"]:
         lines += ["", "## Paper vs ours", "", "Only the direction and rough size of a gap are judged, and only where "
                   "our setting is the paper's; elsewhere the row says *different setting* and shows both.", "",
@@ -114,7 +117,8 @@ def render_md(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-CSV_FIELDS = ("mechanism", "task", "metric", "higher_is_better", "mean", "ci_low", "ci_high", "ci_label", "n_seeds",
+CSV_FIELDS = ("mechanism", "task", "mechanism_name", "task_name", "mechanism_variant", "task_variant",
+              "metric", "higher_is_better", "mean", "ci_low", "ci_high", "ci_label", "n_seeds",
               "value", "best", "tie", "rank_note", "chance", "target", "reached_target", "params_count", "state_size",
               "wall_s", "seed_wall_s", "steps_per_s", "time_to_target_s", "step_to_target", "trial_spread", "status",
               "config_hash", "mlflow_run_id")
