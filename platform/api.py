@@ -53,8 +53,9 @@ def sweep_data(spec: Path | None, preset_name: str | None, overrides: list[str])
 def run_data(spec: Path | None, mechanism: str | None, task: str | None, overrides: list[str]) -> dict[str, Any]:
     data: dict[str, Any] = load_yaml(spec) if spec else {}
     for section, name in (("mechanism", mechanism), ("task", task)):
-        if name:
-            data[section] = {**(data.get(section) or {}), "name": name}
+        current = data.get(section)
+        if name and (current is None or isinstance(current, dict)):  # anything else is reported by validation
+            data[section] = {**(current or {}), "name": name}
     return apply_overrides(data, overrides)
 
 

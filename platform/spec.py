@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from amlab.platform.errors import BadInput
 from amlab.workloads.model import IncompatibleCell, check_compatible
-from amlab.workloads.registry import MECHANISMS, TASKS, Params, UnknownName
+from amlab.workloads.registry import MECHANISMS, TASKS, Exact, Params, UnknownName
 
 
 class SpecError(BadInput):
@@ -27,8 +27,13 @@ class SpecError(BadInput):
         super().__init__("the spec was rejected; nothing was started or recorded", problems)
 
 
-class Strict(BaseModel):
+class Strict(Exact):
+    """Misspelled fields are errors; no boolean passes for a number, no float for a whole number."""
+
     model_config = ConfigDict(extra="forbid")
+
+
+PERIODS = ("warmup_steps", "eval_every", "log_every")
 
 
 class TrainSpec(Strict):
@@ -52,6 +57,16 @@ class TrainSpec(Strict):
         if self.batch_size % self.workers:
             raise ValueError(f"batch_size ({self.batch_size}) must be divisible by workers ({self.workers})")
         return self
+
+    def period_problems(self) -> list[str]:
+        """Warmup, evaluation or logging periods set longer than the run (a default one may be: it ends with the run).
+
+        Checked by `validate_run` on what a person wrote, not by the model itself, so that records of runs made
+        before the rule still load (the report reads them back through this model).
+        """
+        return [f"train.{name}: {value} is longer than the run (train.steps: {self.steps}); use at most {self.steps}"
+                for name in PERIODS if name in self.model_fields_set
+                and self.steps < (value := getattr(self, name)) != type(self).model_fields[name].default]
 
 
 class Component(Strict):
@@ -100,6 +115,18 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def shown_value(value: Any, limit: int = 80) -> str:
+    """A value as a message shows it: its repr, cut short (a spec may hold kilobytes of garbage)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def kind_of(value: Any) -> str:
+    """'a mapping', 'a list', 'a boolean', ...: what a YAML value is, in the user's words."""
+    names = {dict: "a mapping", list: "a list", bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    return "nothing (null)" if value is None else names.get(type(value), f"a {type(value).__name__}")
+
+
 def _loc(prefix: str, loc: tuple) -> str:
     return ".".join([prefix, *map(str, loc)]) if prefix else ".".join(map(str, loc))
 
@@ -118,82 +145,149 @@ def format_errors(err: ValidationError, prefix: str, model: type[BaseModel] | No
             lines.append(f"{path}: unknown field; accepted fields: {accepted}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            shown = e["loc"] and e["type"] != "missing" and not isinstance(e.get("input"), dict)
-            got = f" (got {e['input']!r})" if shown else ""
+            value, shown = e.get("input"), e["type"] != "missing"
+            got = f" (got {kind_of(value) if isinstance(value, dict) else shown_value(value)})" if shown else ""
+            got = "" if isinstance(value, dict) and not e["loc"] else got  # a model's own rule: the input is the model
             lines.append(f"{path}: {msg}{got}")
     return lines
 
 
+def _component(section: str, comp: Any, registry, problems: list[str]) -> None:
+    """Check one `mechanism`/`task` section: a mapping with one known name and that entry's params."""
+    valid = ", ".join(registry.names())
+    if comp is None or (isinstance(comp, dict) and "name" not in comp):
+        problems.append(f"{section}.name: missing; valid: {valid}")
+        return
+    if not isinstance(comp, dict):
+        problems.append(f"{section}: should be a mapping (name: and its params), not {kind_of(comp)} "
+                        f"(got {shown_value(comp)}); valid names: {valid}")
+        return
+    name = comp["name"]
+    if not isinstance(name, str):
+        problems.append(f"{section}.name: should be one {registry.kind} name, not {kind_of(name)} "
+                        f"(got {shown_value(name)}); valid: {valid}")
+        return
+    try:
+        entry = registry.get(name)
+    except UnknownName as e:
+        problems.append(f"{section}.name: {e}")
+        return
+    try:
+        entry.params.model_validate({k: v for k, v in comp.items() if k != "name"})
+    except ValidationError as err:
+        problems += format_errors(err, section, entry.params)
+
+
 def validate_run(data: dict[str, Any]) -> RunSpec:
     """Validate a whole run spec; raise SpecError listing every problem with its path."""
+    if not isinstance(data, dict):
+        raise SpecError([f"a run spec is a mapping of sections (mechanism, task, train), not {kind_of(data)}"])
     problems: list[str] = []
-    unknown = sorted(set(data) - set(RunSpec.model_fields))
+    unknown = sorted((k for k in data if k not in RunSpec.model_fields), key=str)
     problems += [f"{k}: unknown section; accepted sections: {', '.join(RunSpec.model_fields)}" for k in unknown]
+    data = {**data, "train": {} if data.get("train") is None else data["train"]}
     try:
-        TrainSpec.model_validate(data.get("train") or {})
+        problems += TrainSpec.model_validate(data["train"]).period_problems()
     except ValidationError as err:
         problems += format_errors(err, "train", TrainSpec)
     for section, registry in (("mechanism", MECHANISMS), ("task", TASKS)):
-        comp = data.get(section)
-        if not isinstance(comp, dict) or "name" not in comp:
-            problems.append(f"{section}.name: missing; valid: {', '.join(registry.names())}")
-            continue
-        try:
-            entry = registry.get(str(comp["name"]))
-        except UnknownName as e:
-            problems.append(f"{section}.name: {e}")
-            continue
-        try:
-            entry.params(**{k: v for k, v in comp.items() if k != "name"})
-        except ValidationError as err:
-            problems += format_errors(err, section, entry.params)
+        _component(section, data.get(section), registry, problems)
     if not problems:
         try:
             check_compatible(data["mechanism"]["name"], data["task"]["name"])
         except IncompatibleCell as e:
             problems.append(f"mechanism.name: {e}")
-    if problems:
+    try:
+        spec = None if problems else RunSpec.model_validate(data)
+    except ValidationError as err:  # a last net: anything the checks above let through is still a clean error
+        problems += format_errors(err, "", RunSpec)
+    if problems or spec is None:
         raise SpecError(problems)
-    return RunSpec.model_validate(data)
+    return spec
 
 
 def parse_value(text: str) -> Any:
     """`--set` values are YAML scalars/lists: 32 -> int, 1e-3 -> float, [1,2] -> list, lstm -> str."""
     try:
         return yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):  # e.g. a date that does not exist: keep the text
         return text
+
+
+NAMED = {"mechanism": MECHANISMS, "task": TASKS}  # run sections whose `name` is a registry name
+
+
+def _override(data: dict[str, Any], item: str) -> str | None:
+    """Apply one `section.field=value` override to `data` in place; the problem with it, or None."""
+    key, sep, value = item.partition("=")
+    parts = key.split(".")
+    if not sep or len(parts) < 2 or not all(parts):
+        return f"--set {item!r}: expected section.field=value, e.g. train.steps=50"
+    *parents, leaf = parts
+    node = data
+    for depth, part in enumerate(parents, 1):
+        if node.get(part) is None:
+            node[part] = {}
+        if not isinstance(node[part], dict):
+            where = ".".join(parents[:depth])
+            return (f"--set {item!r}: {where} is {kind_of(node[part])} ({shown_value(node[part])}), not a section "
+                    f"with fields; --set cannot reach inside it")
+        node = node[part]
+    parsed = parse_value(value)
+    if leaf == "name" and parents[0] in NAMED and len(parents) == 1 and not isinstance(parsed, str):
+        return (f"--set {item!r}: {key} takes one name, not {kind_of(parsed)}; "
+                f"valid: {', '.join(NAMED[parents[0]].names())}")
+    node[leaf] = parsed
+    return None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `section.field=value` overrides (nested dotted paths allowed) to a spec dict."""
-    problems = []
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key or "." not in key:
-            problems.append(f"--set {item!r}: expected section.field=value, e.g. train.steps=50")
-            continue
-        *parents, leaf = key.split(".")
-        node = data
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                problems.append(f"--set {item!r}: {part} is not a section")
-                break
-        else:
-            node[leaf] = parse_value(value)
+    problems = [p for item in overrides if (p := _override(data, item))]
     if problems:
         raise SpecError(problems)
     return data
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+MAX_SPEC_BYTES = 1 << 20  # a spec is a small YAML file; anything bigger was given by mistake
+
+
+def _read(path: Path) -> bytes:
+    """The spec file's bytes, or a SpecError saying why it cannot be read."""
+    try:  # stat can fail too (a folder on the way that may not be searched)
+        if path.is_dir():
+            raise SpecError([f"{path}: is a folder, not a spec file; give the path of a YAML file"])
+        if path.exists() and not path.is_file():
+            raise SpecError([f"{path}: not a regular file (a device, socket or pipe); give the path of a YAML file"])
+        with path.open("rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise SpecError([f"{path}: no such spec file"]) from None
+    except PermissionError:
+        raise SpecError([f"{path}: cannot be read (permission denied)"]) from None
+    except (OSError, ValueError) as e:  # ValueError: a path with a NUL byte or an unencodable character
+        raise SpecError([f"{path}: cannot be read: {getattr(e, 'strerror', None) or e}"]) from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError([f"{path}: larger than {MAX_SPEC_BYTES >> 20} MiB; a spec is a small YAML file"])
+    return raw
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """A spec file as data; SpecError naming the path and what is wrong (missing, a folder, binary, not YAML)."""
+    path = Path(path)
+    raw = _read(path)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise SpecError([f"{path}: not a text file: byte 0x{raw[e.start]:02x} at offset {e.start} is not UTF-8 "
+                         "(a spec is a UTF-8 YAML file)"]) from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise SpecError([f"{path}: not valid YAML: {e}"]) from None
+    except (ValueError, RecursionError) as e:  # a value YAML parses but cannot build (a 13th month), or absurd nesting
+        raise SpecError([f"{path}: not a valid YAML spec: {e or type(e).__name__}"]) from None
+    data = {} if data is None else data
     if not isinstance(data, dict):
-        raise SpecError([f"{path}: a spec must be a mapping of sections, got {type(data).__name__}"])
+        raise SpecError([f"{path}: a spec must be a mapping of sections, got {kind_of(data)} ({shown_value(data)})"])
     return data

@@ -41,6 +41,8 @@ class Dimension(Strict):
     def _shape(self):
         if (self.choices is None) == (self.low is None or self.high is None):
             raise ValueError("give either low and high, or choices")
+        if self.choices is not None and not self.choices:
+            raise ValueError("choices is empty; list at least one value")
         if self.choices is None and self.low > self.high:
             raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
         if self.log and self.choices is None and self.low <= 0:
@@ -107,7 +109,17 @@ class CellPlan:
 
 
 def _entries(value: list[str] | dict[str, Any]) -> dict[str, Any]:
-    return {n: None for n in value} if isinstance(value, list) else dict(value)
+    """name -> params; names that are not strings are left to SweepSpec's own error."""
+    return {n: None for n in value if isinstance(n, str)} if isinstance(value, list) else dict(value)
+
+
+def _repeats(section: str, value: Any) -> list[str]:
+    """A seed or a listed name given twice would train one thing twice, or silently once."""
+    if not isinstance(value, list):
+        return []
+    hashable = [v for v in value if isinstance(v, (str, int))]
+    return [f"{section}: {v!r} is listed {hashable.count(v)} times; list each once" for v in dict.fromkeys(hashable)
+            if hashable.count(v) > 1]
 
 
 def _space_for(spec: SweepSpec, mechanism: str, fixed: dict[str, Any]) -> dict[str, Dimension]:
@@ -141,6 +153,17 @@ def _check_bounds(path: str, dim: Dimension, bounds: dict[str, Any], problems: l
         problems.append(f"{path}.high: {dim.high} is above the registry's bound {bounds['high']}")
 
 
+def _check_values(path: str, dim: Dimension, model, field: str, problems: list[str]) -> None:
+    """Every value the search can suggest (each choice, both ends of a range) must be one the field accepts."""
+    for value in dim.choices if dim.choices is not None else [dim.low, dim.high]:
+        if isinstance(value, float) and value.is_integer() and dim.choices is None:
+            value = int(value)  # a range's ends are read as floats; an int knob is searched with integers
+        try:
+            model.model_validate({field: value})
+        except ValidationError as err:
+            problems.append(f"{path}: {value!r}: {err.errors()[0]['msg'].removeprefix('Value error, ')}")
+
+
 def validate_sweep(data: dict[str, Any]) -> tuple[SweepSpec, list[CellPlan], list[str]]:
     """Validate and expand a sweep spec -> (spec, cells, notices); SpecError lists every problem with its YAML path."""
     problems: list[str] = []
@@ -153,6 +176,8 @@ def validate_sweep(data: dict[str, Any]) -> tuple[SweepSpec, list[CellPlan], lis
     for forbidden, where in (("seed", "seeds"), ("workers", "resources.workers_per_trial")):
         if forbidden in raw_train:
             problems.append(f"train.{forbidden}: set by the sweep; use {where}")
+    for section in ("seeds", "mechanisms", "tasks"):
+        problems += _repeats(section, data.get(section))
     chosen: dict[str, dict[str, list[Variant]]] = {}
     for section, registry in (("mechanisms", MECHANISMS), ("tasks", TASKS)):
         value = data.get(section)
@@ -194,6 +219,12 @@ def validate_sweep(data: dict[str, Any]) -> tuple[SweepSpec, list[CellPlan], lis
                 problems.append(f"{path}: not searchable; searchable train fields: {', '.join(TRAIN_SEARCHABLE)}")
             else:
                 _check_bounds(path, dim, TRAIN_SEARCHABLE[field], problems)
+                _check_values(path, dim, TrainSpec, field, problems)
+                steps = raw_train.get("steps", TrainSpec.model_fields["steps"].default)
+                longest = max(dim.choices or [dim.high], default=0)
+                if field in ("warmup_steps",) and isinstance(steps, int) and isinstance(longest, (int, float)) \
+                        and longest > steps:
+                    problems.append(f"{path}: reaches {longest:g}, longer than the run (train.steps: {steps})")
             continue
         if scope != "mechanism" and scope not in chosen["mechanisms"]:
             problems.append(f"{path}: '{scope}' is not 'train', 'mechanism' or one of the sweep's mechanisms")
@@ -202,9 +233,10 @@ def validate_sweep(data: dict[str, Any]) -> tuple[SweepSpec, list[CellPlan], lis
         tables = [knob_table(MECHANISMS.get(m).params) for m in owners]
         if not any(field in t for t in tables):
             problems.append(f"{path}: no mechanism in the sweep has a knob '{field}'")
-        for t in tables:
+        for m, t in zip(owners, tables, strict=True):
             if field in t:
                 _check_bounds(path, dim, t[field], problems)
+                _check_values(f"{path} ({m})", dim, MECHANISMS.get(m).params, field, problems)
     train = {k: v for k, v in raw_train.items() if k not in ("seed", "workers")}
     if spec is not None:
         train.update(seed=spec.seeds[0], workers=spec.resources.workers_per_trial)

@@ -49,7 +49,7 @@ class SweepView:
         for r in self.rows.values():
             running = ", ".join(f"{s}/{n} {p}" for s, n, p in r["running"].values()) or "-"
             best = f"{r['best']:.4g}" if r["best"] is not None else "-"
-            table.add_row(r["cell"], f"{r['done']}/{r['planned']}", running, best)
+            table.add_row(Text(r["cell"]), f"{r['done']}/{r['planned']}", Text(running), best)
         return table
 
 
@@ -114,8 +114,8 @@ def status_table(rows: list[dict[str, Any]], name: str | None) -> Table:
         running = ", ".join(f"{t['phase']} s{t['seed']} {t['steps_done']}/{t['steps']}"
                             for t in ts if t["status"] == Status.RUNNING)
         value = f"{c['metric']}={c['value']:.4g}" if c["value"] is not None else "-"
-        table.add_row(f"{c['mechanism']} × {c['task']}", c["status"],
-                      f"{count[Status.FINISHED]}/{early}/{count[Status.FAILED]}/{len(ts)}", running or "-", value)
+        table.add_row(Text(f"{c['mechanism']} × {c['task']}"), c["status"],
+                      f"{count[Status.FINISHED]}/{early}/{count[Status.FAILED]}/{len(ts)}", Text(running or "-"), Text(value))
     return table
 
 
@@ -138,7 +138,7 @@ def compare_table(a: str, b: str, rows: list[dict[str, Any]]) -> Table:
     for r in rows:
         diff = "-" if r["difference"] is None else f"{r['difference']:+.4g}"
         overlap = {None: "insufficient seeds", True: "no difference found", False: "separate"}[r["overlap"]]
-        table.add_row(r["mechanism"], r["task"], f"{r['metric']} {'↑' if r['higher_is_better'] else '↓'}",
+        table.add_row(_t(r["mechanism"]), _t(r["task"]), f"{r['metric']} {'↑' if r['higher_is_better'] else '↓'}",
                       fmt(r["a"], r["metric"], r["a_ci"]), fmt(r["b"], r["metric"], r["b_ci"]), diff, overlap)
     return table
 
@@ -151,20 +151,21 @@ def listing_table(kind: str, rows: list[dict[str, Any]]) -> Table:
         table = Table("name", "family", "modalities", "knobs (default)", "paper", title="mechanisms")
         for r in rows:
             knobs = ", ".join(f"{k}={v['default']}" for k, v in r["params"].items())
-            table.add_row(r["name"], r["family"], ",".join(r["modalities"]), knobs, r["paper"])
+            table.add_row(*map(Text, (r["name"], r["family"], ",".join(r["modalities"]), knobs, r["paper"])))
         return table
     table = Table("name", "what it tests", "modality", "loss", "metric", "knobs (default)", title="tasks")
     for r in rows:
         knobs = ", ".join(f"{k}={v['default']}" for k, v in r["params"].items())
-        table.add_row(r["name"], r.get("summary", ""), r["modality"], r["loss"],
-                      f"{r['metric']} {'↑' if r['higher_is_better'] else '↓'}", knobs)
+        table.add_row(*map(Text, (r["name"], r.get("summary", ""), r["modality"], r["loss"],
+                                  f"{r['metric']} {'↑' if r['higher_is_better'] else '↓'}", knobs)))
     return table
 
 
 def presets_table(rows: list[dict[str, Any]]) -> Table:
     table = Table("name", "mechanisms × tasks", "the paper predicts", title="presets")
     for r in rows:
-        table.add_row(r["name"], f"{', '.join(r['spec']['mechanisms'])} × {', '.join(r['spec']['tasks'])}", r["predicts"])
+        table.add_row(*map(Text, (r["name"], f"{', '.join(r['spec']['mechanisms'])} × {', '.join(r['spec']['tasks'])}",
+                                  r["predicts"])))
     return table
 
 

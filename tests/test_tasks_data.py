@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from amlab.workloads.registry import TASKS
 from amlab.workloads.tasks import _digits
@@ -142,7 +143,7 @@ def test_char_lm_reads_a_user_file_and_its_chance_is_the_unigram_baseline(tmp_pa
 
 def test_char_lm_missing_file_is_a_clear_error_naming_the_path(tmp_path):
     missing = tmp_path / "no_such_enwik8"
-    with pytest.raises(FileNotFoundError, match="no_such_enwik8"):
+    with pytest.raises(ValidationError, match="no_such_enwik8"):  # found when the spec is validated
         build("char_lm", path=str(missing))
 
 
@@ -345,7 +346,7 @@ def test_babi_reads_the_real_file_format(tmp_path):
 
 
 def test_babi_missing_files_are_a_clear_error_naming_the_path(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"nowhere.*qa2_\*_train\.txt"):
+    with pytest.raises(ValidationError, match=r"nowhere.*qa2_\*_train\.txt"):
         build("babi", family=2, data_dir=str(tmp_path / "nowhere"))
 
 

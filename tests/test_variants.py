@@ -94,6 +94,9 @@ def test_a_variant_grid_runs_and_every_record_carries_its_variant(ray_local, set
     assert "## Difficulty axes" in md and "against mechanism.d_model** (seq_len=16;" in md
     assert "against task.seq_len** (all;" in md and "| lstm[d_model=8] |" in md  # one line per width
     assert "## Capacity" in md and "| lstm | mqar |" in md
+    shown = CliRunner().invoke(amctl.app, ["status", "variants"]).output  # labels are text, never Rich markup
+    assert "lstm[d_model=8] × mqar[seq_len=16]" in shown
+    assert "lstm[d_model=16]" in CliRunner().invoke(amctl.app, ["compare", "variants", "variants"]).output
     rows = json.loads(CliRunner().invoke(amctl.app, ["compare", "variants", "variants", "--json"]).output)
     assert len(rows) == 4 and {r["mechanism"] for r in rows} == {"lstm[d_model=8]", "lstm[d_model=16]"}
     again = run_sweep(launch, settings)  # dedup per variant: nothing runs twice

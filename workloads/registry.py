@@ -12,16 +12,55 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from types import UnionType
+from typing import Any, Generic, Literal, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 Modality = Literal["bits", "tokens", "real", "image", "video"]
 MODALITIES: tuple[str, ...] = ("bits", "tokens", "real", "image", "video")
 
 
-class Params(BaseModel):
-    """Base class of every mechanism/task params class: misspelled fields are errors."""
+def coercion_problem(annotation: Any, value: Any) -> str | None:
+    """What pydantic's lax mode would silently coerce for a field typed `annotation`, or None.
+
+    A boolean is never a number (`steps: true` is not 1), a number never a
+    boolean, and a float never a whole number (`d_model: 64.0` is refused like
+    64.5); ints for floats and YAML's strings for floats ("1e-3") stay accepted.
+    """
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (Union, UnionType):
+        kinds = [a for a in args if a is not type(None)]
+        return coercion_problem(kinds[0], value) if len(kinds) == 1 else None
+    if origin in (tuple, list) and isinstance(value, (list, tuple)) and args:
+        for i, item in enumerate(value):
+            if problem := coercion_problem(args[0], item):
+                return f"item {i}: {problem}"
+        return None
+    whole = annotation is int or (origin is Literal and all(type(a) is int for a in args))
+    if isinstance(value, bool) and (whole or annotation is float):
+        return f"should be a {'whole ' * whole}number, not a boolean"
+    if whole and isinstance(value, float):
+        return "should be a whole number, not a float"
+    if annotation is bool and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "should be true or false, not a number"
+    return None
+
+
+class Exact(BaseModel):
+    """A model whose int and float fields take no booleans, and whose int fields take no floats."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _exact_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        f = cls.model_fields.get(info.field_name or "")
+        if f is not None and (problem := coercion_problem(f.annotation, value)):
+            raise ValueError(problem)
+        return value
+
+
+class Params(Exact):
+    """Base class of every mechanism/task params class: misspelled fields are errors, numbers are exact."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

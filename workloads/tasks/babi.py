@@ -77,6 +77,8 @@ class BabiParams(Params):
     def _lengths(self):
         if min(self.facts, *self.test_facts) < 2 * self.family:
             raise ValueError(f"family {self.family} needs stories of at least {2 * self.family} facts")
+        if self.data_dir is not None and isinstance(missing := babi_files(self.data_dir, self.family), str):
+            raise ValueError(f"data_dir: {missing}")  # found before Ray starts, not in a trial
         return self
 
 
@@ -314,17 +316,21 @@ def parse(path: Path) -> list[tuple[list[list[str]], list[str], str, list[int]]]
     return examples
 
 
+def babi_files(data_dir: str, family: int) -> dict[str, Path] | str:
+    """bAbI task `family`'s train and test files in `data_dir`, or what is missing."""
+    folder = Path(data_dir).expanduser()
+    found = {p: sorted(folder.glob(f"qa{family}_*_{p}.txt"))[:1] if folder.is_dir() else [] for p in ("train", "test")}
+    gone = [folder / f"qa{family}_*_{p}.txt" for p, f in found.items() if not f]
+    return (f"no bAbI file {gone[0]} (data_dir should be e.g. tasks_1-20_v1-2/en-10k; nothing is downloaded)" if gone
+            else {p: f[0] for p, f in found.items()})
+
+
 @cache
 def load_files(data_dir: str, family: int, facts: int) -> tuple[tuple[str, ...], dict[str, dict[str, torch.Tensor]]]:
     """Vocabulary and encoded splits of the bAbI task `family`: train (90% of the train file), val (10%), test."""
-    folder = Path(data_dir).expanduser()
-    files = {}
-    for part in ("train", "test"):
-        found = sorted(folder.glob(f"qa{family}_*_{part}.txt"))
-        if not found:
-            raise FileNotFoundError(f"babi: no bAbI file {folder / f'qa{family}_*_{part}.txt'} (data_dir should be e.g. "
-                                    f"tasks_1-20_v1-2/en-10k; nothing is downloaded)")
-        files[part] = parse(found[0])
+    if isinstance(paths := babi_files(data_dir, family), str):
+        raise FileNotFoundError(f"babi: {paths}")
+    files = {part: parse(file) for part, file in paths.items()}
     seen = {w for ex in files["train"] + files["test"] for w in [*(w for s in ex[0] for w in s), *ex[1], ex[2]]}
     vocab = VOCAB + tuple(sorted(seen - set(VOCAB)))
     cut = len(files["train"]) * 9 // 10

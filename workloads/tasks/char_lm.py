@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 
 from amlab.workloads.registry import Params, knob, task
 from amlab.workloads.tasks.base import Batch, Task
@@ -20,6 +20,15 @@ class CharLMParams(Params):
     context: int = knob(128, 8, 8192, search=False, doc="bytes per training window")
     test_contexts: tuple[int, ...] = knob((128, 512), search=False, doc="window lengths of the test split's groups")
     path: str | None = knob(None, search=False, doc="a local text file (e.g. enwik8); default: Python's pydoc_data.topics")
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, path: str | None) -> str | None:
+        """Checked when the spec is validated, before Ray starts (and again where the text is read)."""
+        if path is not None and not Path(path).expanduser().is_file():
+            what = "a folder, not a text file" if Path(path).expanduser().is_dir() else "no such text file"
+            raise ValueError(f"{what}; set path to an existing local file, or leave it out for the bundled text")
+        return path
 
     @model_validator(mode="after")
     def _contexts(self):
