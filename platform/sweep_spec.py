@@ -70,7 +70,7 @@ class SweepSpec(Strict):
     name: str = Field(pattern=r"^[a-z0-9_-]+$", max_length=120)
     mechanisms: list[str] | dict[str, dict[str, Any] | list[dict[str, Any]] | None]  # params, or variants (variants.py)
     tasks: list[str] | dict[str, dict[str, Any] | list[dict[str, Any]] | None]
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)  # fewer cannot be ranked
     train: dict[str, Any] = Field(default_factory=dict)
     search: SearchSpec = SearchSpec()
     resources: ResourcesSpec = ResourcesSpec()
@@ -122,8 +122,12 @@ def _repeats(section: str, value: Any) -> list[str]:
             if hashable.count(v) > 1]
 
 
-def _space_for(spec: SweepSpec, mechanism: str, fixed: dict[str, Any]) -> dict[str, Dimension]:
-    """The cell's search space: the spec's entries that apply to it, else the registry defaults."""
+def _space_for(spec: SweepSpec, mechanism: str, fixed: dict[str, Any], train_fixed: set[str]) -> dict[str, Dimension]:
+    """The cell's search space: the spec's entries that apply to it, else the registry defaults.
+
+    A default range never overrides a value the spec fixes: a mechanism knob given in the spec, or a train
+    field set in its `train` section (a preset's published learning rate is trained as given).
+    """
     table = knob_table(MECHANISMS.get(mechanism).params)
     if spec.search.space:
         space = {}
@@ -137,7 +141,8 @@ def _space_for(spec: SweepSpec, mechanism: str, fixed: dict[str, Any]) -> dict[s
                                           {"low": k["space"][0], "high": k["space"][1], "log": k["log"]}))
         for name, k in table.items() if k["search"] and name not in fixed
     }
-    return {**space, **{k: Dimension(**v) for k, v in DEFAULT_TRAIN_SPACE.items()}}
+    train_space = {k: Dimension(**v) for k, v in DEFAULT_TRAIN_SPACE.items() if k.partition(".")[2] not in train_fixed}
+    return {**space, **train_space}
 
 
 def _check_bounds(path: str, dim: Dimension, bounds: dict[str, Any], problems: list[str]) -> None:
@@ -259,7 +264,7 @@ def validate_sweep(data: dict[str, Any]) -> tuple[SweepSpec, list[CellPlan], lis
         for mv, tv in itertools.product(mvariants, tvariants):
             run = {"mechanism": {"name": m, **mv.params}, "task": {"name": t, **tv.params}, "train": train}
             base = validate_run(run).normalised()
-            cell_space = _space_for(spec, m, mv.params)
+            cell_space = _space_for(spec, m, mv.params, set(raw_train))
             identity = {"run": {**base, "train": {**base["train"], "seed": None}}, "seeds": spec.seeds,
                         "search": spec.search.model_dump(mode="json", exclude={"space"}),
                         "space": {k: v.model_dump(mode="json") for k, v in sorted(cell_space.items())}}

@@ -19,10 +19,12 @@ RECURRENT = [e.name for e in MECHANISMS if e.kind == "sequence" and e.recurrent]
 SMALL = {
     "ntm": {"slots": 8, "width": 6}, "qmann": {"slots": 8, "width": 6}, "dnc": {"slots": 8, "width": 6},
     "hierarchical_attention": {"sentence_len": 3},  # T = 7 must hold complete sentences
+    "memn2n": {"sentence_len": 3},  # T = 7 must hold complete sentences, the memories
 }
 # Weightings that are sub-stochastic by design: the DNC's write weighting is gated (sum <= 1) and its
-# forward/backward read modes follow link rows that sum to <= 1.
-SUBSTOCHASTIC = {"dnc"}
+# forward/backward read modes follow link rows that sum to <= 1.  MemN2N reads nothing before its first complete
+# sentence (no memory yet).
+SUBSTOCHASTIC = {"dnc", "memn2n"}
 WEIGHTINGS = ("attention", "read_weights", "write_weights")
 
 

@@ -1,5 +1,5 @@
 """Memory-augmented mechanisms against hand-computed cases: NTM addressing and writes, DNC allocation and
-links, MemN2N hops, Q-MANN quantisation."""
+links, MemN2N sentence memories (position and temporal encodings) and hops, Q-MANN quantisation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from amlab.workloads.mechanisms.dnc import DNC, DNCParams, allocation, update_link, update_precedence, update_usage
-from amlab.workloads.mechanisms.memn2n import MemN2N, MemN2NParams, hop
+from amlab.workloads.mechanisms.memn2n import MemN2N, MemN2NParams, hop, position_encoding, sentence_bags, sentence_layout
 from amlab.workloads.mechanisms.ntm import (
     NTM,
     NTMParams,
@@ -220,10 +220,11 @@ def test_hop_adds_temporal_encodings_by_age():
     torch.testing.assert_close(o[0, 1], 0.5 * (t([1.0, 1.0]) + t([0.0, 3.0])) + 0.5 * t([2.0, -1.0]))
 
 
-def test_memn2n_two_hops_by_hand():
-    """Identity embeddings, layer-wise tying with H = I: u^{k+1} = u^k + o^k, y = u^3."""
+def test_memn2n_token_variant_two_hops_by_hand():
+    """The token-level variant (every earlier position a memory); identity embeddings, layer-wise tying with
+    H = I: u^{k+1} = u^k + o^k, y = u^3."""
     d = 8
-    core = MemN2N(MemN2NParams(d_model=d, hops=2, tying="layerwise", position="none"))
+    core = MemN2N(MemN2NParams(d_model=d, hops=2, tying="layerwise", position="none", memory="token"))
     with torch.no_grad():
         for lin in [*core.embed, core.H, core.out]:
             lin.weight.copy_(torch.eye(d))
@@ -242,6 +243,72 @@ def test_memn2n_tying_sets_the_number_of_embeddings(tying):
     core = MemN2N(MemN2NParams(d_model=8, hops=3, tying=tying))
     assert len(core.embed) == {"adjacent": 4, "layerwise": 3, "none": 7}[tying]
     assert core.temporal.shape[0] == {"adjacent": 4, "layerwise": 2, "none": 6}[tying]
+
+
+def test_position_encoding_by_hand():
+    """l_kj = (1 - j/J) - (k/d)(1 - 2j/J) for J = 4 words, d = 2 dims (j, k from 1)."""
+    torch.testing.assert_close(position_encoding(4, 2), t([0.5, 0.25], [0.5, 0.5], [0.5, 0.75], [0.5, 1.0]))
+
+
+def test_sentence_bags_weight_words_by_position_and_restart_each_sentence():
+    e = t([1.0, 0.0], [0.0, 1.0], [2.0, 2.0], [1.0, 1.0], [4.0, 0.0])[None]  # sentences (0, 1), (2, 3), (4, -)
+    pe = position_encoding(2, 2)  # word 1: (0.5, 0.5), word 2: (0.5, 1.0)
+    so_far, whole = sentence_bags(e, 2, pe)
+    torch.testing.assert_close(so_far[0], t([0.5, 0.0], [0.5, 1.0], [1.0, 1.0], [1.5, 2.0], [2.0, 0.0]))
+    torch.testing.assert_close(whole[0], t([0.5, 1.0], [1.5, 2.0], [2.0, 0.0]))
+    torch.testing.assert_close(sentence_bags(e, 2, None)[1][0], t([1.0, 1.0], [3.0, 3.0], [4.0, 0.0]))
+
+
+def test_sentence_layout_reads_only_earlier_sentences_with_the_most_recent_at_age_zero():
+    mask, ages = sentence_layout(T=5, L=2, max_age=8)
+    torch.testing.assert_close(mask, torch.tensor([[0, 0, 0], [0, 0, 0], [1, 0, 0], [1, 0, 0], [1, 1, 0]]).bool())
+    assert ages[4, :2].tolist() == [1, 0] and ages[2, 0].item() == 0
+    assert sentence_layout(T=5, L=2, max_age=1)[1].max() == 0, "ages >= max_age share the last vector"
+
+
+def test_memn2n_sentence_memory_by_hand():
+    """One hop, identity A = B and C, position and temporal encodings: the question's bag reads the story sentences.
+
+    Sentences of 2 words: s0 = ((1,0), (0,1)), s1 = ((0,1), (1,0)), question ((0,0), (2,0)).  With PE rows
+    (0.5, 0.5), (0.5, 1.0): m0 = (0.5, 1.0), m1 = (0.5, 0.5), u = (1, 0).  At the question, s1 has age 0 and
+    s0 age 1; T_A(1) = (1, 0), T_C(1) = (0, 2), the rest zero.  Scores u.(m0 + T_A(1)) = 1.5, u.m1 = 0.5;
+    o = p0 (m0 + T_C(1)) + p1 m1; y = u + o.
+    """
+    d = 2  # a hand-checkable width below the knob's bound, hence model_construct
+    core = MemN2N(MemN2NParams.model_construct(d_model=d, hops=1, sentence_len=2, max_age=4))
+    assert len(core.embed) == 2 and core.temporal.shape == (2, 4, d)  # adjacent tying: A^1 = B, C^1
+    with torch.no_grad():
+        for lin in [*core.embed, core.out]:
+            lin.weight.copy_(torch.eye(d))
+        core.out.bias.zero_()
+        core.temporal.zero_()
+        core.temporal[:, 1] = t([1.0, 0.0], [0.0, 2.0])  # T_A(age 1), T_C(age 1)
+    x = t([1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [0.0, 0.0], [2.0, 0.0])[None]
+    core.record = True
+    y, _ = core(x)
+    p0 = math.exp(1.5) / (math.exp(1.5) + math.exp(0.5))
+    torch.testing.assert_close(y[0, 5], t(1.0 + 0.5, p0 * 3.0 + (1 - p0) * 0.5))
+    attn = core.introspect()["attention_hop0"][0]
+    torch.testing.assert_close(attn[5], t(p0, 1 - p0, 0.0))  # the question is the query, never a memory
+    torch.testing.assert_close(attn[4], t(0.5, 0.5, 0.0))  # u = 0.5 * (0, 0): equal scores
+    assert (attn[:2] == 0).all(), "the first sentence has no memory yet"
+    torch.testing.assert_close(y[0, :2], t([0.5, 0.0], [0.5, 1.0]))  # o = 0: y is the sentence so far
+
+
+def test_memn2n_default_is_the_paper_form_on_babi_sentences():
+    from amlab.workloads.tasks.babi import SENTENCE_LEN, Babi, BabiParams
+
+    p = MemN2NParams()
+    assert (p.memory, p.words, p.tying, p.position, p.hops) == ("sentence", "position", "adjacent", "temporal", 3)
+    assert p.sentence_len == SENTENCE_LEN
+    b = Babi(BabiParams(facts=4)).sample(torch.Generator().manual_seed(0), 2, "train")
+    assert b.inputs.shape[1] == 5 * SENTENCE_LEN and b.mask[:, -1].all(), "question = the last sentence, answered at its end"
+
+
+@pytest.mark.parametrize("memory", ["sentence", "token"])
+def test_memn2n_variants_are_causal(memory):
+    core, x = MemN2N(MemN2NParams(d_model=8, sentence_len=3, memory=memory)), torch.randn(2, 8, 8)
+    torch.testing.assert_close(core(torch.cat([x[:, :5], torch.randn(2, 3, 8)], 1))[0][:, :5], core(x)[0][:, :5])
 
 
 # -- Q-MANN -------------------------------------------------------------------------------------

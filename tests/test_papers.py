@@ -10,9 +10,8 @@ from amlab.platform.papers import COMPARED, PAPERS, TASK, match, our_setting, ve
 from amlab.platform.presets import PRESETS
 from amlab.workloads.registry import MECHANISMS, TASKS
 
-# parameters a paper's setting names that no registry entry has yet: the faithful MemN2N (sentence memories,
-# issue 11) is being built; until then the bAbI row can only say "different setting", which is the truth
-PENDING = {("memn2n", "memory")}
+# parameters a paper's setting names that no registry entry has yet (none now: MemN2N's `memory` knob exists)
+PENDING: set[tuple[str, str]] = set()
 
 COPY_PAPER = {"width": 8, "min_len": 1, "max_len": 20, "test_lens": [20, 40, 80, 120]}
 QUICK_COPY = {"width": 8, "min_len": 1, "max_len": 8, "test_lens": [8, 16, 24]}

@@ -61,7 +61,9 @@ class SequenceModel(nn.Module):
     def __init__(self, task: Task, modality: str, core: Core):
         super().__init__()
         d = core.d_model
-        self.encoder = nn.Embedding(task.input_size, d) if modality == "tokens" else nn.Linear(task.input_size, d)
+        # a task's padding token embeds to zero and learns nothing (MemN2N's null symbol): padded slots add nothing
+        self.encoder = (nn.Embedding(task.input_size, d, padding_idx=getattr(task, "pad_token", None))
+                        if modality == "tokens" else nn.Linear(task.input_size, d))
         self.core = core
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, task.output_size)

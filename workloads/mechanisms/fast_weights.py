@@ -14,7 +14,8 @@ class FastWeightsParams(Params):
     d_model: int = knob(64, 8, 1024, log=True, search=False, doc="hidden size")
     lam: float = knob(0.95, 0.5, 0.999, doc="decay lambda of the fast-weight matrix")
     eta: float = knob(0.5, 0.01, 1.0, log=True, doc="fast learning rate eta")
-    inner_steps: int = knob(1, 0, 5, doc="inner-loop steps S")
+    inner_steps: int = knob(1, 0, 5, space=(1, 5),
+                            doc="inner-loop steps S; 0 (a plain ReLU RNN) is an explicit ablation, never searched")
 
 
 @mechanism(

@@ -17,7 +17,9 @@ class HardAttentionParams(Params):
     d_model: int = knob(64, 8, 1024, log=True, search=False, doc="LSTM state size")
     baseline_decay: float = knob(0.9, 0.0, 0.999, doc="moving-average baseline b <- decay b + (1 - decay) loss")
     entropy_weight: float = knob(0.01, 0.0, 1.0, doc="weight of the entropy bonus on the attention distribution")
-    soft_prob: float = knob(0.5, 0.0, 1.0, doc="probability that a training step uses the expected context instead")
+    soft_prob: float = knob(0.5, 0.0, 1.0, space=(0.0, 0.5),
+                            doc="probability that a training step uses the expected context instead; searched only "
+                                "up to 0.5 so that sampling (what makes it hard attention) stays the rule")
 
 
 @mechanism(

@@ -41,7 +41,8 @@ def hamming_similarity(memory: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
 class QMANNParams(NTMParams):
     bits: Literal[1, 4, 8] = knob(8, choices=(1, 4, 8), doc="fixed-point bits of memory, keys and controller activations")
     similarity: Literal["hamming", "cosine"] = knob(
-        "hamming", choices=("hamming", "cosine"), doc="bounded Hamming similarity (Q-MANN) or cosine (plain MANN)",
+        "hamming", choices=("hamming", "cosine"), search=False,
+        doc="bounded Hamming similarity (Q-MANN) or cosine (plain MANN: an explicit ablation, never searched)",
     )
 
 

@@ -101,6 +101,7 @@ class Babi(Task):
     def __init__(self, params: BabiParams):
         super().__init__(params)
         self.sentence_len = SENTENCE_LEN
+        self.pad_token = ID["<pad>"]  # sentences are padded to SENTENCE_LEN; the model embeds padding to zero
         if params.data_dir is None:
             self.vocab = VOCAB
             self.chance = 1 - 1 / len(LOCATIONS)  # answers are uniform over the locations
