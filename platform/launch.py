@@ -31,7 +31,7 @@ class Launch:
 
     @property
     def total_trials(self) -> int:
-        return sum((c.search.trials if c.space else 1) + len(c.seeds) - 1 for c in self.cells)
+        return sum(c.trials for c in self.cells)
 
     @classmethod
     def of_sweep(cls, spec: SweepSpec, cells: list[CellPlan], notices: list[str] | None = None) -> Launch:

@@ -34,7 +34,7 @@ from amlab.platform.status import (
     test_key,
 )
 from amlab.platform.store import Cell, Store, Sweep, Trial
-from amlab.platform.sweep_spec import CellPlan
+from amlab.platform.sweep_spec import SEARCH_SEED_BASE, CellPlan
 from amlab.workloads.registry import TASKS
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # one study per cell: creation notices would drown the live table
@@ -248,29 +248,39 @@ def finalize(ctx: SweepContext, cells: list[CellPlan], *, interrupted: bool = Fa
     return final
 
 
-def seed_trials(cell: Cell) -> list[Trial]:
-    """The runs behind a cell's value: its best full-length search trial, then the seed replicates."""
+def best_search(cell: Cell) -> Trial | None:
+    """The search trial whose configuration the cell reports: the best validation objective among full-length ones."""
     full = [t for t in cell.trials if t.phase == Phase.SEARCH and t.status == Status.FINISHED and t.metrics
             and not t.early_stopped and OBJECTIVE in t.metrics and math.isfinite(t.metrics[OBJECTIVE])]
-    best = [min(full, key=lambda t: t.metrics[OBJECTIVE])] if full else []
-    return best + [t for t in cell.trials if t.phase == Phase.SEED and t.status == Status.FINISHED and t.metrics]
+    return min(full, key=lambda t: t.metrics[OBJECTIVE]) if full else None
+
+
+def seed_trials(cell: Cell) -> list[Trial]:
+    """The runs behind a cell's value: the chosen configuration on each reported seed.
+
+    Those are the seed replicates, plus the best search trial itself when search trained on a reported seed
+    (a cell with nothing to search); a search seed is never reported (`CellPlan.search_seed`).
+    """
+    best = best_search(cell)
+    reported = [best] if best is not None and best.seed < SEARCH_SEED_BASE else []
+    return reported + [t for t in cell.trials if t.phase == Phase.SEED and t.status == Status.FINISHED and t.metrics]
 
 
 def aggregate(cell: Cell, plan: CellPlan) -> Status:
-    """Set the cell's value (median over seeds of the test metric) and sizes; return the cell's status."""
-    runs = seed_trials(cell)
-    if not runs or runs[0].phase != Phase.SEARCH:
+    """Set the cell's value (median over its reported seeds of the test metric) and sizes; return its status."""
+    best = best_search(cell)
+    if best is None:
         return Status.FAILED if any(t.status == Status.FAILED for t in cell.trials) else Status.KILLED
-    best, key = runs[0], test_key(cell.metric)
+    runs, key = seed_trials(cell), test_key(cell.metric)
     per_seed = {str(t.seed): t.metrics.get(key) for t in runs}
     if len(per_seed) < len(plan.seeds):
         replicas = [t for t in cell.trials if t.phase == Phase.SEED]
-        killed = any(t.status == Status.KILLED for t in replicas) or len(replicas) < len(plan.seeds) - 1
+        killed = any(t.status == Status.KILLED for t in replicas) or len(replicas) < len(plan.replica_seeds)
         return Status.KILLED if killed else Status.FAILED
     values = [v for v in per_seed.values() if v is not None]
     cell.per_seed = per_seed
     cell.value = statistics.median(values) if values else None
     cell.best_params = {k: dotted(best.config, k) for k in plan.space}
-    cell.params_count = int(best.metrics.get(PARAMS_COUNT, 0)) or None
-    cell.state_size = int(best.metrics[STATE_SIZE]) if STATE_SIZE in best.metrics else None
+    cell.params_count = int(runs[0].metrics.get(PARAMS_COUNT, 0)) or None
+    cell.state_size = int(runs[0].metrics[STATE_SIZE]) if STATE_SIZE in runs[0].metrics else None
     return Status.FINISHED

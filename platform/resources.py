@@ -34,6 +34,20 @@ def ensure_ray(settings: Settings, address: str | None = None) -> None:
     ray.init(address=address, log_to_driver=False, logging_level="ERROR", runtime_env={"env_vars": env})
 
 
+def check_local_devices(gpus_per_worker: float, address: str | None) -> None:
+    """Before anything is recorded: an embedded local Ray cannot give GPUs this machine does not have.
+
+    (Waiting for them would hang forever; a cluster's own shape is checked by `plan` once joined.)
+    """
+    joining = address or os.environ.get("RAY_ADDRESS") or ray.is_initialized()
+    if gpus_per_worker and not joining:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ResourceError("train.device is 'cuda' (or resources.gpus_per_worker > 0) but this machine has no "
+                                "CUDA device; use train.device=cpu or auto, or give --address of a GPU cluster")
+
+
 @dataclass(frozen=True)
 class Plan:
     request: dict[str, float]  # what each Tune trial asks for (tune.with_resources)

@@ -1,8 +1,9 @@
 """Per-cell search: the search space, the multiplexing searcher (one Optuna TPE per cell, then seed replicates)
 and the per-cell scheduler (one ASHA per cell).  No I/O beyond recording the trials it suggests.
 
-Search runs on the first seed against the validation split; the best
-full-length configuration is then re-run on every other seed.  Trials report
+Search runs against the validation split on a seed that is never reported
+(`CellPlan.search_seed`); the best full-length configuration is then trained
+on every reported seed, so the cell's value carries no selection luck.  Trials report
 `objective` (the validation metric signed so that lower is better); search
 never looks at the test split.
 """
@@ -97,16 +98,16 @@ class CellSearcher(Searcher):
                 params = self.optuna[key].suggest(trial_id) if key in self.optuna else {}
                 self.suggested[key] += 1
                 self._turn = (self._turn + i + 1) % n
-                return self._config(trial_id, cell, Phase.SEARCH, cell.seeds[0], params)
+                return self._config(trial_id, cell, Phase.SEARCH, cell.search_seed, params)
             best = self.best.get(key)
-            todo = [s for s in cell.seeds[1:] if s not in self.replicas[key]]
+            todo = [s for s in cell.replica_seeds if s not in self.replicas[key]]
             if best is not None and todo:
                 self.replicas[key].append(todo[0])
                 self._turn = (self._turn + i + 1) % n
                 return self._config(trial_id, cell, Phase.SEED, todo[0], best["params"])
         finished = all(
             self.suggested[k] >= self.search_total[k]
-            and (k in self.best and (self.best[k] is None or len(self.replicas[k]) == len(self.cells[k].seeds) - 1))
+            and (k in self.best and (self.best[k] is None or len(self.replicas[k]) == len(self.cells[k].replica_seeds)))
             for k in self.order
         )
         return Searcher.FINISHED if finished else None

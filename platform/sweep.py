@@ -55,6 +55,7 @@ def run_sweep(
     on_plan: Callable[[list[CellPlan], int, int], None] | None = None,
 ) -> SweepOutcome:
     """Run (or resume) a launch; finished cells (same config hash) are skipped and a finished sweep is not touched."""
+    resources.check_local_devices(launch.resources.gpus_per_worker, address)
     ctx, pending = records.open_launch(launch, settings, extend=extend)
     skipped = [c.key for c in launch.cells if c not in pending]
     if not pending:
@@ -67,7 +68,7 @@ def run_sweep(
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0.5")  # a driver killed any time loses at most 0.5 s of state
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # `objective` comes with evaluations only
     resources.ensure_ray(settings, address)
-    total = Launch(launch.kind, launch.name, launch.spec, pending, launch.search, launch.resources).total_trials
+    total = sum(c.trials for c in pending)
     plan = resources.plan(launch.resources, total)
     records.start(ctx, pending)
     if on_plan:

@@ -17,6 +17,8 @@ from amlab.platform.variants import Variant, expand, grid_problem
 from amlab.workloads.model import IncompatibleCell, check_compatible
 from amlab.workloads.registry import MECHANISMS, TASKS, UnknownName, knob_table
 
+SEARCH_SEED_BASE = 2**30  # search trains on SEARCH_SEED_BASE + search.seed; reported seeds stay below it
+
 TRAIN_SEARCHABLE = {
     "lr": {"low": 1e-5, "high": 10.0, "log": True},
     "weight_decay": {"low": 0.0, "high": 1.0},
@@ -94,6 +96,25 @@ class CellPlan:
     @property
     def key(self) -> str:
         return f"{self.mechanism}-{self.task}-{self.config_hash[:8]}"
+
+    @property
+    def search_seed(self) -> int:
+        """The seed search trains on: never a reported seed when there is a space to search (no winner's curse).
+
+        Picking the best configuration on seed s's validation split and then reporting seed s's test split
+        would carry the selection's luck into the result; the chosen configuration is instead re-run on every
+        reported seed.  A cell with nothing to search (a single run) trains its first seed directly.
+        """
+        return SEARCH_SEED_BASE + self.search.seed if self.space else self.seeds[0]
+
+    @property
+    def replica_seeds(self) -> tuple[int, ...]:
+        """The seeds the chosen configuration is (re-)trained on after search."""
+        return self.seeds if self.space else self.seeds[1:]
+
+    @property
+    def trials(self) -> int:
+        return (self.search.trials if self.space else 1) + len(self.replica_seeds)
 
     @property
     def mechanism_label(self) -> str:
@@ -183,6 +204,8 @@ def validate_sweep(data: dict[str, Any]) -> tuple[SweepSpec, list[CellPlan], lis
             problems.append(f"train.{forbidden}: set by the sweep; use {where}")
     for section in ("seeds", "mechanisms", "tasks"):
         problems += _repeats(section, data.get(section))
+    if spec is not None and max(spec.seeds) >= SEARCH_SEED_BASE:
+        problems.append(f"seeds: {max(spec.seeds)} is reserved for search (seeds >= {SEARCH_SEED_BASE} are never reported)")
     chosen: dict[str, dict[str, list[Variant]]] = {}
     for section, registry in (("mechanisms", MECHANISMS), ("tasks", TASKS)):
         value = data.get(section)

@@ -292,7 +292,8 @@ def train_loop(trial: TrialConfig, session: LocalSession | TrainSession) -> None
                     latest[OBJECTIVE] = trial.objective_sign * latest[trial.objective_key]  # what search minimises
                     checkpoint = save_checkpoint(Path(tempfile.mkdtemp(prefix="amctl-ckpt-")), model, opt, sched, done)
                 tick = time.perf_counter()  # evaluation time is not training throughput
-            metrics.update(latest)
+            if is_eval:  # val/test metrics only at the step they were measured: curves hold evaluations, not repeats
+                metrics.update(latest)
             if log:
                 log.log(metrics, done, int(time.time() * 1000))
                 if is_eval:

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from amlab.platform.errors import UnknownSweep
-from amlab.platform.status import OBJECTIVE, STEP, Phase, Status
+from amlab.platform.status import STEP, Phase, Status, val_key
 from amlab.platform.store import Store
 
 
@@ -25,8 +25,10 @@ class SweepView:
     """Live table of a running sweep: one row per cell, updated from Tune's driver-side callbacks."""
 
     def __init__(self, cells, total: int, concurrency: int):
-        self.rows = {c.key: {"cell": c.title, "done": 0, "running": {}, "best": None, "sign": None,
-                             "planned": (c.search.trials if c.space else 1) + len(c.seeds) - 1} for c in cells}
+        from amlab.workloads.registry import TASKS
+
+        self.rows = {c.key: {"cell": c.title, "done": 0, "running": {}, "best": None, "metric": TASKS.get(c.task).metric,
+                             "higher": TASKS.get(c.task).higher_is_better, "planned": c.trials} for c in cells}
         self.total, self.concurrency, self.started = total, concurrency, time.time()
 
     def update(self, event: str, info: dict[str, Any]) -> None:
@@ -39,16 +41,18 @@ class SweepView:
         else:
             row["running"].pop(tid, None)
             row["done"] += 1
-        if info.get(OBJECTIVE) is not None and info.get("phase") == Phase.SEARCH:
-            row["best"] = info[OBJECTIVE] if row["best"] is None else min(row["best"], info[OBJECTIVE])
+        value = info.get(val_key(row["metric"]))
+        if value is not None and info.get("phase") == Phase.SEARCH:
+            better = row["best"] is None or (value > row["best"] if row["higher"] else value < row["best"])
+            row["best"] = value if better else row["best"]
 
     def __rich__(self) -> Table:
         done = sum(r["done"] for r in self.rows.values())
         title = f"trials {done}/{self.total} · {self.concurrency} at a time · {time.time() - self.started:.0f} s elapsed"
-        table = Table("cell", "trials", "running (step/steps, phase)", "best validation objective ↓", title=title)
+        table = Table("cell", "trials", "running (step/steps, phase)", "best search result (validation)", title=title)
         for r in self.rows.values():
             running = ", ".join(f"{s}/{n} {p}" for s, n, p in r["running"].values()) or "-"
-            best = f"{r['best']:.4g}" if r["best"] is not None else "-"
+            best = f"{r['metric']} {r['best']:.4g} {'↑' if r['higher'] else '↓'}" if r["best"] is not None else "-"
             table.add_row(Text(r["cell"]), f"{r['done']}/{r['planned']}", Text(running), best)
         return table
 

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 import amctl
 from amlab.platform.status import Status, study_name
 from amlab.platform.store import Store, Transition, Trial
+from amlab.platform.sweep_spec import SEARCH_SEED_BASE
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "lifecycle"
@@ -76,7 +77,8 @@ def test_cancel_from_another_process_then_resume_finishes(ray_local, settings, t
         sweep = store.sweep(s, NAME)
         assert sweep.status == Status.FINISHED and sweep.cells[0].value is not None
         finished = [t for t in sweep.cells[0].trials if t.status == Status.FINISHED]
-        assert {t.seed for t in finished} == {0, 1} and len(finished) == 3
+        assert {t.seed for t in finished} == {0, 1, SEARCH_SEED_BASE} and len(finished) == 4
+        assert set(sweep.cells[0].per_seed) == {"0", "1"}  # the search seed is never reported
     for t in finished:
         steps = [m.step for m in client.get_metric_history(t.mlflow_run_id, "train/loss")]
         assert steps == list(range(10, 61, 10)), "a resumed trial lost or repeated a step"

@@ -21,6 +21,7 @@ from amlab.platform.api import plan
 from amlab.platform.status import Kind
 from amlab.platform.store import Store, Trial
 from amlab.platform.sweep import run_sweep
+from amlab.platform.sweep_spec import SEARCH_SEED_BASE
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
@@ -82,16 +83,19 @@ def test_two_by_two_sweep_end_to_end(ray_local, settings):
         assert c["value"] == pytest.approx(sorted(c["per_seed"].values())[0] / 2 + sorted(c["per_seed"].values())[1] / 2)
         assert c["params_count"] > 0 and c["state_size"] is not None
         assert "train.lr" in c["best_params"] and c["higher_is_better"] == (c["metric"] == "accuracy")
-        assert c["trials"] == 3  # 2 searched on seed 0 + the best re-run on seed 1
+        assert c["trials"] == 4  # 2 searched on the (unreported) search seed + the chosen one on seeds 0 and 1
 
     client, store = MlflowClient(settings.mlflow_uri), Store(settings.db_url)
     trials = check_tree(client, store, "grid22")
-    assert len(trials) == 12
+    assert len(trials) == 16
+    for t in trials:  # no winner's curse: search never trains a reported seed, every reported seed is a replicate
+        searched = t.data.tags["amctl.phase"] == "search"
+        assert (int(t.data.tags["seed"]) >= SEARCH_SEED_BASE) == searched
     for t in trials:  # nothing logged twice
         steps = [m.step for m in client.get_metric_history(t.info.run_id, "train/loss")]
         assert steps == sorted(set(steps))
     study = optuna.load_study(study_name=f"grid22:{cells[0].key}", storage=settings.optuna_url)
-    assert len(study.trials) == 2 and all(t.user_attrs["seed"] == 0 for t in study.trials)
+    assert len(study.trials) == 2 and all(t.user_attrs["seed"] == SEARCH_SEED_BASE for t in study.trials)
 
     # relaunching a finished sweep does no work and leaves its MLflow run closed as it was
     sweep_run = [r for r in runs_of(client, "grid22") if r.data.tags["amctl.kind"] == "sweep"][0]
@@ -132,7 +136,7 @@ def test_driver_killed_mid_sweep_then_relaunched_completes_without_duplicates(ra
     with store.session() as s:
         story = [(c.key, t.trial_key, t.phase, t.seed, t.status, t.steps_done,
                   [x.new for x in store.transitions(s, "trial", t.id)]) for c in store.sweep(s, "killme").cells for t in c.trials]
-    assert len(finished) == 12, f"each cell: 2 searched + 1 seed replicate, each finished exactly once: {story}"
+    assert len(finished) == 16, f"each cell: 2 searched + 2 seed replicates, each finished exactly once: {story}"
     keys = [t.data.tags["amctl.tune_trial_id"] for t in trials]
     assert len(keys) == len(set(keys))
     for t in finished:
