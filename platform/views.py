@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from amlab.platform.errors import UnknownSweep
@@ -137,7 +137,8 @@ def jobs_table(rows: list[dict[str, Any]]) -> Table:
 def compare_table(a: str, b: str, rows: list[dict[str, Any]]) -> Table:
     from amlab.platform.report import fmt
 
-    table = Table("mechanism", "task", "test metric", Text(a), Text(b), Text(f"{b} - {a}"), "paired difference",
+    table = Table("mechanism", "task", "test metric", Column(Text(a)), Column(Text(b)), Column(Text(f"{b} - {a}")),
+                  "paired difference",
                   title=Text(f"{a} vs {b}: means over seeds"))
     for r in rows:
         diff = "-" if r["difference"] is None else f"{r['difference']:+.4g}"

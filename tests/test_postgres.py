@@ -102,7 +102,7 @@ def test_sweep_on_postgresql_equals_the_same_sweep_on_sqlite(ray_local, ray_clus
     exp = client.get_experiment_by_name("amctl")
     runs = client.search_runs([exp.experiment_id], "tags.`amctl.sweep` = 'pg-equal'")
     trial_runs = {r.info.run_id for r in runs if r.data.tags["amctl.kind"] == "trial"}
-    assert trial_runs == store_runs and len(trial_runs) == 3
+    assert trial_runs == store_runs and len(trial_runs) == 4  # 2 searched + the chosen one on seeds 0 and 1
     for run_id in trial_runs:
         assert [m.step for m in client.get_metric_history(run_id, "train/loss")] == [10, 20]
     study = optuna.load_study(study_name=f"pg-equal:{launch.cells[0].key}", storage=pg["AMCTL_OPTUNA_URL"])

@@ -51,7 +51,12 @@ def test_remote_ddp_sweep_spans_both_nodes_and_streams_its_log(ray_local, ray_cl
     assert info.status == "SUCCEEDED" and info.metadata == {"amctl.kind": "sweep", "amctl.name": "remote-ddp"}
     workers = list_actors(address=ray_local.get_runtime_context().gcs_address, detail=True, limit=10000,
                           filters=[("class_name", "=", "RayTrainWorker"), ("job_id", "=", info.job_id)])
-    assert len(workers) == 2 and len({w.node_id for w in workers}) == 2, "the two DDP workers shared a node"
+    # two DDP trials (the search seed, then seed 0), each a placement group of 2 workers that must span both nodes
+    groups: dict[str, set] = {}
+    for w in workers:
+        groups.setdefault(w.placement_group_id, set()).add(w.node_id)
+    assert len(workers) == 4 and len(groups) == 2, workers
+    assert all(len(nodes) == 2 for nodes in groups.values()), "the two DDP workers of a trial shared a node"
 
     store = Store(settings.db_url)  # the job wrote to the stores named by the submitter's environment
     with store.session() as s:

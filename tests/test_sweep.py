@@ -102,7 +102,7 @@ def test_two_by_two_sweep_end_to_end(ray_local, settings):
     again = run_sweep(launch, settings)
     assert client.get_run(sweep_run.info.run_id).info.end_time == sweep_run.info.end_time
     assert again.status == "FINISHED" and sorted(again.skipped) == sorted(c.key for c in cells) and again.ran == []
-    assert len(runs_of(client, "grid22")) == 1 + 4 + 12
+    assert len(runs_of(client, "grid22")) == 1 + 4 + 16
 
 
 def test_driver_killed_mid_sweep_then_relaunched_completes_without_duplicates(ray_local, settings, tmp_path):

@@ -27,8 +27,9 @@ def _text(axes: dict[str, Any], keys: list[str]) -> str:
 def views(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One view per task and axis that takes at least two values: panels of lines of (x, cell) points."""
     out = []
+    cells = [c for c in cells if c.get("axes")]  # only cells of a variant grid have axes
     for task in sorted({c["task_name"] for c in cells}):
-        group = [c for c in cells if c["task_name"] == task and c["axes"]]
+        group = [c for c in cells if c["task_name"] == task]
         axes = list(dict.fromkeys(k for c in group for k in c["axes"]))
         for axis in axes:
             xs = sorted({repr(c["axes"].get(axis)): c["axes"].get(axis) for c in group}.values(), key=_key)
@@ -51,7 +52,8 @@ def views(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def capacity(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per mechanism and task: the hardest task setting solved at the target, and the smallest variant that did."""
     rows = []
-    pairs = sorted({(c["mechanism_name"], c["task_name"]) for c in cells if c["axes"]})
+    cells = [c for c in cells if c.get("axes")]
+    pairs = sorted({(c["mechanism_name"], c["task_name"]) for c in cells})
     for mechanism, task in pairs:
         group = [c for c in cells if c["mechanism_name"] == mechanism and c["task_name"] == task]
         task_axes = [k for k in dict.fromkeys(k for c in group for k in c["axes"]) if k.startswith("task.")]
