@@ -39,3 +39,7 @@ class SweepActive(BadInput):
 
 class ResourceError(BadInput):
     """A trial asks for more than any node of the cluster can ever offer."""
+
+
+class StoreError(BadInput):
+    """A store that cannot be opened: a home that is not a folder, a database file that is not a database."""

@@ -20,7 +20,13 @@ class Settings:
     def load(cls) -> Settings:
         """Read `AMCTL_HOME` (default ~/.amctl) and the per-store overrides from the environment."""
         home = Path(os.environ.get("AMCTL_HOME", Path.home() / ".amctl")).expanduser().resolve()
-        home.mkdir(parents=True, exist_ok=True)
+        try:
+            home.mkdir(mode=0o700, parents=True, exist_ok=True)  # created private: it holds the databases
+        except OSError as e:
+            from amlab.platform.errors import StoreError
+
+            raise StoreError(f"AMCTL_HOME={home} cannot be amctl's home ({e.strerror or e}); "
+                             "point AMCTL_HOME at a folder you can write") from None
         env = os.environ.get
         return cls(
             home=home,

@@ -10,7 +10,9 @@ also appended to `transitions`, so a sweep's history can be read back.
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint, create_engine, event, select
@@ -18,6 +20,7 @@ from sqlalchemy import Enum as SAEnum
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
+from amlab.platform.errors import StoreError
 from amlab.platform.status import Kind, Phase, Status
 
 
@@ -132,12 +135,27 @@ class Store:
     """Thin access layer; callers use `with store.session() as s:` and the helpers below."""
 
     def __init__(self, url: str):
+        from sqlalchemy.exc import DatabaseError, OperationalError
+
         from amlab.platform.migrations import upgrade
 
         self.engine: Engine = create_engine(url, json_serializer=lambda o: json.dumps(o, default=str))
-        if self.engine.dialect.name == "sqlite":
+        path = self.engine.url.database if self.engine.dialect.name == "sqlite" else None
+        fresh = bool(path) and not Path(path).exists()
+        if path:
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        upgrade(self.engine)
+        try:
+            upgrade(self.engine)
+        except (DatabaseError, OperationalError) as e:
+            where = path or self.engine.url.render_as_string(hide_password=True)
+            reason = str(e.orig).splitlines()[0] if e.orig is not None else type(e).__name__
+            todo = (f"move it aside (mv {path} {path}.broken) and amctl starts a new, empty store, or restore it "
+                    "from a backup" if path else "check that the server is up and the URL, user and password are right")
+            raise StoreError(f"cannot open amctl's store {where} ({reason}): {todo}") from None
+        if fresh:
+            for suffix in ("", "-wal", "-shm"):  # private to the user, like the home folder
+                if Path(path + suffix).exists():
+                    os.chmod(path + suffix, 0o600)
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
