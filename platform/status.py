@@ -84,3 +84,27 @@ def is_reported_metric(key: str) -> bool:
 def study_name(sweep: str, cell_key: str) -> str:
     """The cell's Optuna study (optuna-dashboard lists them as SWEEP:CELL)."""
     return f"{sweep}:{cell_key}"
+
+
+class CellNames:
+    """A cell's names, derived in one place for the plan (`CellPlan`) and the store's row (`Cell`).
+
+    Both carry `mechanism`, `task`, `mechanism_variant`, `task_variant` and `config_hash`.
+    """
+
+    @property
+    def key(self) -> str:
+        """Its name in MLflow, Optuna and Tune: unique per variant."""
+        return f"{self.mechanism}-{self.task}-{self.config_hash[:8]}"
+
+    @property
+    def mechanism_label(self) -> str:
+        return f"{self.mechanism}[{self.mechanism_variant}]" if self.mechanism_variant else self.mechanism
+
+    @property
+    def task_label(self) -> str:
+        return f"{self.task}[{self.task_variant}]" if self.task_variant else self.task
+
+    @property
+    def title(self) -> str:
+        return f"{self.mechanism_label} × {self.task_label}"

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from amlab.platform.errors import StoreError
-from amlab.platform.status import Kind, Phase, Status
+from amlab.platform.status import CellNames, Kind, Phase, Status
 
 
 def now() -> datetime:
@@ -53,7 +53,7 @@ class Sweep(Base):
     cells: Mapped[list[Cell]] = relationship(back_populates="sweep", cascade="all, delete-orphan", order_by="Cell.id")
 
 
-class Cell(Base):
+class Cell(Base, CellNames):
     __tablename__ = "cells"
     __table_args__ = (UniqueConstraint("sweep_id", "config_hash"),)
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -77,19 +77,6 @@ class Cell(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, onupdate=now)
     sweep: Mapped[Sweep] = relationship(back_populates="cells")
     trials: Mapped[list[Trial]] = relationship(back_populates="cell", cascade="all, delete-orphan", order_by="Trial.id")
-
-    @property
-    def key(self) -> str:
-        """The cell's name in MLflow, Optuna and Tune (the same as `CellPlan.key`)."""
-        return f"{self.mechanism}-{self.task}-{self.config_hash[:8]}"
-
-    @property
-    def mechanism_label(self) -> str:
-        return f"{self.mechanism}[{self.mechanism_variant}]" if self.mechanism_variant else self.mechanism
-
-    @property
-    def task_label(self) -> str:
-        return f"{self.task}[{self.task_variant}]" if self.task_variant else self.task
 
 
 class Trial(Base):

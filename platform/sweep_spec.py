@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from amlab.platform.spec import SpecError, Strict, TrainSpec, config_hash, format_errors, validate_run
+from amlab.platform.status import CellNames
 from amlab.platform.variants import Variant, expand, grid_problem
 from amlab.workloads.model import IncompatibleCell, check_compatible
 from amlab.workloads.registry import MECHANISMS, TASKS, UnknownName, knob_table
@@ -79,7 +80,7 @@ class SweepSpec(Strict):
 
 
 @dataclass(frozen=True)
-class CellPlan:
+class CellPlan(CellNames):
     """One mechanism × task cell: its fixed run spec (seed filled per trial), search space and identity."""
 
     mechanism: str
@@ -92,10 +93,6 @@ class CellPlan:
     mechanism_variant: str = ""  # e.g. "d_model=64"; "" when the entry has one variant
     task_variant: str = ""
     axes: dict[str, Any] = field(default_factory=dict)  # "mechanism.d_model" / "task.seq_len" -> value
-
-    @property
-    def key(self) -> str:
-        return f"{self.mechanism}-{self.task}-{self.config_hash[:8]}"
 
     @property
     def search_seed(self) -> int:
@@ -115,18 +112,6 @@ class CellPlan:
     @property
     def trials(self) -> int:
         return (self.search.trials if self.space else 1) + len(self.replica_seeds)
-
-    @property
-    def mechanism_label(self) -> str:
-        return f"{self.mechanism}[{self.mechanism_variant}]" if self.mechanism_variant else self.mechanism
-
-    @property
-    def task_label(self) -> str:
-        return f"{self.task}[{self.task_variant}]" if self.task_variant else self.task
-
-    @property
-    def title(self) -> str:
-        return f"{self.mechanism_label} × {self.task_label}"
 
 
 def _entries(value: list[str] | dict[str, Any]) -> dict[str, Any]:
