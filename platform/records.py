@@ -214,8 +214,15 @@ def close_trial(ctx: SweepContext, trial_id: str, status: Status, result: dict, 
         ctx.client.set_tag(row.mlflow_run_id, "amctl.early_stopped", str(early).lower())
         if error:
             ctx.client.set_tag(row.mlflow_run_id, "amctl.error", error[-4000:])
+            row.error = error_summary(error)
         _set(ctx, s, row, status, mlflow=ctx.kind is Kind.SWEEP)
         s.commit()
+
+
+def error_summary(text: str) -> str:
+    """The line of a traceback that says what went wrong (its last non-empty line), for the store and `status`."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""
 
 
 def finalize(ctx: SweepContext, cells: list[CellPlan], *, interrupted: bool = False) -> Status:

@@ -92,7 +92,7 @@ def status_rows(store: Store, name: str | None) -> list[dict[str, Any]]:
                         "value": c.value, "metric": c.metric,
                         "trials": [{"key": t.trial_key, "phase": str(t.phase), "seed": t.seed, "status": str(t.status),
                                     "steps_done": t.steps_done, "steps": t.config["train"]["steps"],
-                                    "early_stopped": t.early_stopped, "mlflow_run_id": t.mlflow_run_id}
+                                    "early_stopped": t.early_stopped, "error": t.error, "mlflow_run_id": t.mlflow_run_id}
                                    for t in c.trials]} for c in sw.cells]}
             for sw in sweeps
         ]
@@ -118,6 +118,8 @@ def status_table(rows: list[dict[str, Any]], name: str | None) -> Table:
         running = ", ".join(f"{t['phase']} s{t['seed']} {t['steps_done']}/{t['steps']}"
                             for t in ts if t["status"] == Status.RUNNING)
         value = f"{c['metric']}={c['value']:.4g}" if c["value"] is not None else "-"
+        errors = [t["error"] for t in ts if t["error"]]
+        value += f"  failed: {errors[-1]}" if errors else ""
         table.add_row(Text(f"{c['mechanism']} × {c['task']}"), c["status"],
                       f"{count[Status.FINISHED]}/{early}/{count[Status.FAILED]}/{len(ts)}", Text(running or "-"), Text(value))
     return table

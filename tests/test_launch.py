@@ -100,3 +100,20 @@ def test_fresh_trains_again_with_a_new_history(ray_local, settings):
     with Store(settings.db_url).session() as s:
         trial = Store(settings.db_url).sweep(s, new["name"]).cells[0].trials
         assert len(trial) == 1 and trial[0].steps_done == 40 and trial[0].mlflow_run_id == new["mlflow_run_id"]
+
+
+def test_a_diverging_run_fails_and_keeps_why(ray_local, settings):
+    # the same run as test_train_loop's divergence check: it diverges within 60 steps
+    sets = ["train.steps=60", "train.batch_size=8", "train.eval_every=20", "train.log_every=10", "train.eval_batches=1",
+            "train.lr=10", "train.grad_clip=0", "train.optimizer=sgd", "mechanism.d_model=16", "task.max_len=4",
+            "task.test_lens=[4,8]"]
+    args = ["launch", "run", "-m", "lstm", "-t", "copy", *[x for s in sets for x in ("--set", s)], "--json"]
+    res = CliRunner().invoke(amctl.app, args)
+    assert res.exit_code == 1, res.output
+    out = json.loads(res.output[res.output.index("{"):])
+    assert out["status"] == "FAILED"
+    assert MlflowClient(settings.mlflow_uri).get_run(out["mlflow_run_id"]).info.status == "FAILED"
+    (row,) = [t for c in json.loads(CliRunner().invoke(amctl.app, ["status", out["name"], "--json"]).output)[0]["cells"]
+              for t in c["trials"]]
+    assert row["status"] == "FAILED" and row["error"].startswith("FloatingPointError: loss became")
+    assert "lower train.lr" in CliRunner().invoke(amctl.app, ["status", out["name"]]).output
