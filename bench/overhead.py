@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch
 
+from amlab.platform.sessions import LocalSession
 from amlab.platform.spec import validate_run
-from amlab.platform.train import LocalSession, train_loop
+from amlab.platform.train import train_loop
 from amlab.platform.trial import TrialConfig
 from amlab.workloads.model import build_model, compute_loss
 from amlab.workloads.registry import TASKS

@@ -20,9 +20,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from amlab.platform.sessions import LocalSession
 from amlab.platform.spec import validate_run
 from amlab.platform.status import STEP
-from amlab.platform.train import LocalSession, train_loop
+from amlab.platform.train import train_loop
 from amlab.platform.trial import TrialConfig
 from amlab.workloads.model import Core
 from amlab.workloads.registry import MECHANISMS, TASKS, MechanismEntry, Params, knob

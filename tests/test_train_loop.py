@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from amlab.platform.sessions import LocalSession
 from amlab.platform.spec import validate_run
-from amlab.platform.train import LocalSession, train_loop
+from amlab.platform.train import train_loop
 from amlab.platform.trial import TrialConfig
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from amlab.platform.sessions import LocalSession
 from amlab.platform.spec import validate_run
-from amlab.platform.train import LocalSession, train_loop
+from amlab.platform.train import train_loop
 from amlab.platform.trial import TrialConfig
 from amlab.workloads.mechanisms.ram import RAM, RAMParams
 from amlab.workloads.model import IncompatibleCell, build_model, compute_loss
