@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from amlab.platform.errors import BadInput, SweepActive, UnknownSweep
+from amlab.platform.errors import BadInput, SweepActive
 from amlab.platform.launch import Launch
 from amlab.platform.settings import Settings
 from amlab.platform.spec import SpecError, apply_overrides, load_yaml, validate_run
@@ -67,15 +67,9 @@ def plan(kind: Kind, data: dict[str, Any]) -> Launch:
 def recorded(name: str) -> tuple[Launch, dict[str, Any]]:
     """The launch a sweep or run was recorded with (what `resume` runs again), and its spec data."""
     with (st := store()).session() as s:
-        row = st.sweep(s, name)
-        if row is None:
-            raise UnknownSweep(f"no sweep or run named {name!r}; known: {_known(st, s)}")
+        row = st.named(s, name)
         kind, data = Kind(row.kind), dict(row.spec)
     return plan(kind, data), data
-
-
-def _known(st: Store, s) -> str:
-    return ", ".join(x.name for x in st.sweeps(s)[:20]) or "none yet"
 
 
 def launch(lch: Launch, *, address: str | None = None, fresh: bool = False, extend: bool = False, display=None,
@@ -201,9 +195,7 @@ def cancel(name: str, address: str | None = None) -> str:
         job, final = remote.cancel(url, name)
         return f"job {job}: {final}"
     with (st := store()).session() as s:
-        row = st.sweep(s, name)
-        if row is None:
-            raise UnknownSweep(f"no sweep or run named {name!r}; known: {_known(st, s)}")
+        row = st.named(s, name)
         if row.status != Status.RUNNING:
             return f"{name} is {row.status}; nothing to cancel"
         row.cancel_requested = True
@@ -230,9 +222,7 @@ def delete(name: str, *, dry_run: bool = False) -> Deletion:
 
     cfg, st = settings(), store()
     with st.session() as s:
-        row = st.sweep(s, name)
-        if row is None:
-            raise UnknownSweep(f"no sweep or run named {name!r}; known: {_known(st, s)}")
+        row = st.named(s, name)
         if row.status == Status.RUNNING:
             raise SweepActive(f"{row.kind} {name} is RUNNING; `amctl cancel {name}` it first, then delete it")
         cells = list(row.cells)

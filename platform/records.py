@@ -52,9 +52,10 @@ class SweepContext:
     cell_runs: dict[str, str]  # cell key -> MLflow run id
     cell_ids: dict[str, int]  # cell key -> store id
     _store: Store | None = field(default=None, repr=False)
+    _client: Any = field(default=None, repr=False)
 
-    def __getstate__(self):
-        return {**self.__dict__, "_store": None}
+    def __getstate__(self):  # connections stay in the process that opened them
+        return {**self.__dict__, "_store": None, "_client": None}
 
     @property
     def store(self) -> Store:
@@ -64,7 +65,9 @@ class SweepContext:
 
     @property
     def client(self):
-        return tracking.client(self.settings)
+        if self._client is None:
+            self._client = tracking.client(self.settings)
+        return self._client
 
 
 def _set(ctx: SweepContext, s, row: Sweep | Cell | Trial, status: Status, *, mlflow: bool = True) -> None:

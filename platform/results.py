@@ -9,18 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from amlab.platform.errors import UnknownSweep
 from amlab.platform.store import Store
-
-__all__ = ["UnknownSweep", "cell_results"]
 
 
 def cell_results(store: Store, name: str) -> list[dict[str, Any]]:
     with store.session() as s:
-        sweep = store.sweep(s, name)
-        if sweep is None:
-            known = ", ".join(x.name for x in store.sweeps(s)[:20]) or "none yet"
-            raise UnknownSweep(f"no sweep or run named {name!r}; known: {known}")
+        sweep = store.named(s, name)
         return [
             {
                 "mechanism": c.mechanism_label, "task": c.task_label, "mechanism_name": c.mechanism, "task_name": c.task,

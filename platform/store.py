@@ -20,7 +20,7 @@ from sqlalchemy import Enum as SAEnum
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from amlab.platform.errors import StoreError
+from amlab.platform.errors import StoreError, UnknownSweep
 from amlab.platform.status import CellNames, Kind, Phase, Status
 
 
@@ -166,6 +166,14 @@ class Store:
 
     def sweep(self, s: Session, name: str) -> Sweep | None:
         return s.scalars(select(Sweep).where(Sweep.name == name)).one_or_none()
+
+    def named(self, s: Session, name: str) -> Sweep:
+        """The sweep or run called `name`, or UnknownSweep listing the known names (a name the user typed)."""
+        row = self.sweep(s, name)
+        if row is None:
+            known = ", ".join(x.name for x in self.sweeps(s)[:20]) or "none yet"
+            raise UnknownSweep(f"no sweep or run named {name!r}; known: {known}")
+        return row
 
     def sweeps(self, s: Session, kind: Kind | None = None) -> list[Sweep]:
         q = select(Sweep).order_by(Sweep.created_at.desc())

@@ -12,7 +12,6 @@ from typing import Any
 from rich.table import Column, Table
 from rich.text import Text
 
-from amlab.platform.errors import UnknownSweep
 from amlab.platform.status import STEP, Phase, Status, val_key
 from amlab.platform.store import Store
 
@@ -77,11 +76,7 @@ def status_rows(store: Store, name: str | None) -> list[dict[str, Any]]:
     """Sweeps (or the one named) with their cells and trials, as plain data for --json and the tables."""
     with store.session() as s:
         if name:
-            sweep = store.sweep(s, name)
-            if sweep is None:
-                known = ", ".join(x.name for x in store.sweeps(s)[:20]) or "none yet"
-                raise UnknownSweep(f"no sweep or run named {name!r}; known: {known}")
-            sweeps = [sweep]
+            sweeps = [store.named(s, name)]
         else:
             sweeps = store.sweeps(s)
         return [

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -31,6 +32,7 @@ def _config(conn: Connection) -> Config:
     return cfg
 
 
+@cache
 def head() -> str:
     return ScriptDirectory(str(Path(__file__).parent)).get_current_head()
 
