@@ -25,18 +25,25 @@ PRESETS: dict[str, dict[str, Any]] = {
             "search": {"trials": 2, "scheduler": "asha", "grace_evals": 2},
         },
     },
+    # Each paper preset runs CPU-sized by default (<= 20 minutes on 2 cores, docs/results/NAME.md); "full" is the
+    # paper's own scale (NAME:full).  CPU-sized runs are named "NAME", full ones "NAME-full".
     "copy-generalisation": {
         "predicts": "Graves et al. 2014: trained on lengths up to 20, the NTM copies sequences of length 120 "
                     "almost perfectly while the LSTM's errors grow quickly beyond the training length.",
         "paper": "graves2014-copy",
-        "spec": {
+        "spec": {  # CPU: trained on lengths up to 8, tested to 6x that, the paper's memory and LSTM
             "name": "copy-generalisation",
             # Graves: a 3 x 256 LSTM baseline; the NTM with 128 x 20 memory, a 100-unit LSTM controller, one head each
             "mechanisms": {"lstm": {"d_model": 256, "layers": 3},
                            "ntm": {"d_model": 100, "slots": 128, "width": 20, "controller": "lstm", "read_heads": 1,
                                    "write_heads": 1}},
-            "tasks": {"copy": {"max_len": 20, "test_lens": [20, 40, 80, 120]}},
+            "tasks": {"copy": {"max_len": 8, "test_lens": [8, 16, 32, 48]}},
             "seeds": [0, 1, 2],
+            "train": {"steps": 3000, "batch_size": 16, "lr": 1e-3, "eval_every": 500, "eval_batches": 2},
+            "search": {"trials": 1, "scheduler": "fifo"},
+        },
+        "full": {
+            "tasks": {"copy": {"max_len": 20, "test_lens": [20, 40, 80, 120]}},
             "train": {"steps": 20000, "batch_size": 16, "eval_every": 1000, "optimizer": "rmsprop", "lr": 1e-4},
             "search": {"trials": 4},
         },
@@ -45,12 +52,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "predicts": "Ba et al. 2016: on associative retrieval fast weights reach a few % error (R=20) where "
                     "an LSTM of the same size stays far higher.",
         "paper": "ba2016-retrieval",
-        "spec": {
+        "spec": {  # CPU: the paper's setting (R=20, 26 keys), fewer steps
             "name": "fast-weights-retrieval",
             "mechanisms": {"lstm": {"d_model": 20}, "fast_weights": {"d_model": 20, "lam": 0.95, "eta": 0.5, "inner_steps": 1}},
             "tasks": ["assoc_retrieval"],
             "seeds": [0, 1, 2],
-            "train": {"steps": 20000, "batch_size": 128, "eval_every": 1000},
+            "train": {"steps": 15000, "batch_size": 128, "eval_every": 1500, "eval_batches": 2},
+            "search": {"trials": 1, "scheduler": "fifo"},
+        },
+        "full": {
+            "train": {"steps": 100000, "batch_size": 128, "eval_every": 5000},
             "search": {"trials": 4},
         },
     },
@@ -58,11 +69,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "predicts": "Arora et al. 2023 (Zoology): attention solves MQAR at d=64 for all sizes; recurrences "
                     "need a width that grows with sequence length and number of pairs.",
         "paper": "arora2023-mqar",
-        "spec": {
+        "spec": {  # CPU: Zoology's (64, 4) and (128, 8) settings at d=64, a 256-token vocabulary
             "name": "mqar-gap",
             "mechanisms": {"lstm": {"d_model": 64}, "gru": {"d_model": 64}, "transformer": {"d_model": 64, "heads": 4}},
-            "tasks": {"mqar": {"vocab_size": 8192, "seq_len": 128, "num_kv_pairs": 8}},
+            "tasks": {"mqar": [{"vocab_size": 256, "seq_len": 64, "num_kv_pairs": 4},
+                               {"vocab_size": 256, "seq_len": 128, "num_kv_pairs": 8}]},
             "seeds": [0, 1, 2],
+            "train": {"steps": 1500, "batch_size": 32, "lr": 3e-3, "eval_every": 250, "eval_batches": 2},
+            "search": {"trials": 1, "scheduler": "fifo"},
+        },
+        "full": {
+            "tasks": {"mqar": [{"vocab_size": 8192, "seq_len": n, "num_kv_pairs": k} for n, k in ((64, 4), (128, 8), (256, 16))]},
             "train": {"steps": 10000, "batch_size": 64, "eval_every": 500},
             "search": {"trials": 6},
         },
@@ -71,11 +88,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "predicts": "Sukhbaatar et al. 2015: MemN2N solves bAbI tasks 1-2 (0-0.3 % error) and most of 3, "
                     "while an LSTM fails tasks 2 and 3 (about 80 % error).",
         "paper": "sukhbaatar2015-babi",
-        "spec": {
+        "spec": {  # CPU: the paper's models and task families, fewer steps
             "name": "memnets-babi",
             "mechanisms": {"lstm": {"d_model": 64}, "memn2n": {"d_model": 64, "memory": "sentence", "hops": 3}},
             "tasks": {"babi": {"family": [1, 2, 3], "test_facts": [10]}},
             "seeds": [0, 1, 2],
+            "train": {"steps": 3000, "batch_size": 32, "eval_every": 500, "eval_batches": 2},
+            "search": {"trials": 1, "scheduler": "fifo"},
+        },
+        "full": {
             "train": {"steps": 10000, "batch_size": 32, "eval_every": 500},
             "search": {"trials": 4},
         },
@@ -85,12 +106,17 @@ PRESETS: dict[str, dict[str, Any]] = {
                     "peephole and working-memory connections match or beat the plain LSTM; a tanh RNN fails "
                     "at T=100.",
         "paper": "landi2021-wm-lstm",
-        "spec": {
+        "spec": {  # CPU: T=30 instead of 100 (the cell-level LSTM variants step in Python: ~6 steps/s at T=100)
             "name": "lstm-variants-adding",
             "mechanisms": {"rnn": {"d_model": 64}, "lstm": {"d_model": 64}, "peephole_lstm": {"d_model": 64},
                            "wm_lstm": {"d_model": 64}},
-            "tasks": {"adding": {}},
+            "tasks": {"adding": {"seq_len": 30, "test_lens": [30, 60]}},
             "seeds": [0, 1, 2],
+            "train": {"steps": 2000, "batch_size": 64, "lr": 3e-3, "eval_every": 250, "eval_batches": 2},
+            "search": {"trials": 1, "scheduler": "fifo"},
+        },
+        "full": {
+            "tasks": {"adding": {}},
             "train": {"steps": 5000, "batch_size": 64, "eval_every": 500},
             "search": {"trials": 4},
         },
