@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy import stats as sps
@@ -38,6 +38,13 @@ INSUFFICIENT = "insufficient seeds"
 
 # Rough size of a gap between two mechanisms, as a fraction of the distance from chance to a perfect score.
 SIZES = ((0.5, "large"), (0.1, "moderate"), (0.0, "small"))
+
+# The values a metric can take: fractions lie in [0, 1]; counts (bit errors), MSE and bpc are >= 0.
+FRACTIONS = {"accuracy", "error"}
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    return (0.0, 1.0) if metric in FRACTIONS else (0.0, math.inf)
 
 
 def median(values: Sequence[float | None]) -> float | None:
@@ -58,10 +65,19 @@ class Interval:
     n: int
     of: str
     level: float = LEVEL
+    clipped: bool = False  # an end reached past the metric's range and was cut there (then it is not mean ± h)
 
     @property
     def label(self) -> str:
-        return f"{self.level * 100:g} % t-interval of {self.of} over n={self.n} seeds"
+        cut = ", clipped to the metric's range" if self.clipped else ""
+        return f"{self.level * 100:g} % t-interval of {self.of} over n={self.n} seeds{cut}"
+
+    def within(self, low: float, high: float) -> Interval:
+        """This interval cut to [low, high]: a mean of accuracies is never above 100 %, so the t-interval's
+        symmetric ends are not either (73 % ± 97 says nothing a reader can use about the top end)."""
+        if self.low >= low and self.high <= high:
+            return self
+        return replace(self, low=max(self.low, low), high=min(self.high, high), clipped=True)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "label": self.label}
@@ -78,10 +94,15 @@ def _t_interval(values: Sequence[float], of: str, level: float) -> Interval:
     return Interval(mean - half, mean + half, n, of, level)
 
 
-def mean_interval(values: Sequence[float | None], level: float = LEVEL) -> Interval | None:
-    """Student-t interval of the mean over seeds; None with fewer than two finite values (no spread to measure)."""
+def mean_interval(values: Sequence[float | None], level: float = LEVEL, metric: str | None = None) -> Interval | None:
+    """Student-t interval of the mean over seeds; None with fewer than two finite values (no spread to measure).
+
+    With `metric`, the interval is cut to the values that metric can take (`metric_range`)."""
     v = finite(values)
-    return _t_interval(v, "the mean", level) if len(v) >= 2 else None
+    if len(v) < 2:
+        return None
+    interval = _t_interval(v, "the mean", level)
+    return interval.within(*metric_range(metric)) if metric else interval
 
 
 @dataclass(frozen=True)

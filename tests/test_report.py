@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 import amctl
-from amlab.platform import report
+from amlab.platform import report, stats
 from amlab.platform.report import summarise
 from amlab.platform.store import Store
 
@@ -58,8 +58,9 @@ def test_three_seeds_rank_with_a_labelled_paired_comparison():
              cell("transformer", "mqar", [0.998, 0.996, 1.0], chance=0.125, task_params=MQAR_GAP)]
     data = data_of(cells, 3)
     (line,) = data["summary"]
-    label = "(mean ± 95 % t-interval, n=3 seeds)"
-    assert line.startswith(f"transformer solves mqar (99.8 % ± 0.5 {label}); lstm does not (31 % ± 9.9 {label})")
+    label, cut = "(mean ± 95 % t-interval, n=3 seeds)", "(mean [95 % t-interval, clipped to the metric's range], n=3 seeds)"
+    # 99.8 % ± 0.5 would reach past 100 %: the interval is cut there and shown by its ends
+    assert line.startswith(f"transformer solves mqar (99.8 % [99.3, 100] {cut}); lstm does not (31 % ± 9.9 {label})")
     assert ("transformer is best on mqar, clear of lstm "
             "(the paired 95 % t-interval of the difference over seeds excludes 0, n=3)") in line
     (row,) = data["papers"]
@@ -103,12 +104,14 @@ def test_renderers_on_hand_made_cells():
              cell("wm_lstm", "adding", [0.04, 0.05], metric="mse", hib=False, chance=1 / 6)]
     data = data_of(cells, 3)
     md = report.render_md(data)
-    assert "| lstm | 0.055 ± 0.064 (n=2) | 31 % ± 9.9 (n=3) |" in md and "| transformer |  | **99.8 % ± 0.5 (n=3)** |" in md
+    assert "| lstm | 0.055 [0, 0.119] (n=2) | 31 % ± 9.9 (n=3) |" in md  # an MSE interval cut at 0
+    assert "| transformer |  | **99.8 % [99.3, 100] (n=3)** |" in md
     assert "| *ranking* | insufficient seeds | paired t, 95 % |" in md  # adding has 2 seeds, mqar 3
     assert "Student-t interval" in md and "Landi et al. 2021" in md and "**different setting**" in md
     rows = list(csv.DictReader(io.StringIO(report.render_csv(data))))
     assert tuple(rows[0]) == report.CSV_FIELDS and len(rows) == 4
-    assert rows[1]["ci_label"] == "95 % t-interval of the mean over n=3 seeds" and rows[1]["best"] == "True"
+    assert rows[1]["ci_label"] == "95 % t-interval of the mean over n=3 seeds, clipped to the metric's range"
+    assert rows[1]["best"] == "True" and rows[0]["ci_label"] == "95 % t-interval of the mean over n=3 seeds"
     assert [json.loads(report.render_json(cells))[i]["n_seeds"] for i in range(4)] == [3, 3, 2, 2]
     html = report.render_html(data, [])
     assert 'id="leaderboard-table"' in html and "95 % t-interval of the mean over n=3 seeds" in html
@@ -137,7 +140,9 @@ def test_report_from_a_real_sweep_in_every_format(report_dir, settings):
                     "state_size", "status"):
             assert key in c
         assert c["ci_low"] <= c["mean"] <= c["ci_high"] and c["n_seeds"] == 2
-        assert c["ci_label"] == "95 % t-interval of the mean over n=2 seeds"
+        assert c["ci_label"].startswith("95 % t-interval of the mean over n=2 seeds")
+        low, high = stats.metric_range(c["metric"])
+        assert low <= c["ci_low"] and c["ci_high"] <= high  # cut at the metric's range (issue 11)
         assert c["chance"] == (0.5 if c["task"] == "mqar" else 8 / 2 * 6)  # 1/kv pairs; width/2 × mean test length
         assert [s for s, _ in c["learning_curve"]] == [10, 20, 30]
         assert c["wall_s"] > 0 and c["steps_per_s"] > 0 and len(c["trial_values"]) == 2

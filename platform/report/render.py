@@ -24,7 +24,9 @@ from amlab.platform.settings import Settings
 FORMATS = ("html", "md", "csv", "json")
 TEMPLATE = "report.html.j2"  # in dashboards/, installed as the package data of amlab.dashboards
 LEVEL = f"{stats.LEVEL * 100:g} %"
-LEGEND = (f"Values: mean over seeds of the test metric ± half-width of its {LEVEL} Student-t interval, with n seeds. "
+LEGEND = (f"Values: mean over seeds of the test metric ± half-width of its {LEVEL} Student-t interval, with n seeds; "
+          f"an interval reaching past the metric's range (accuracy and error lie in 0-100 %; bit errors, MSE and bpc "
+          f"are >= 0) is cut there and shown by its ends, [low, high]. "
           f"Ranks come from paired comparisons with the task's best mean (same seeds, same evaluation examples): "
           f"best = every other cell is behind it (the {LEVEL} t-interval of the paired difference excludes 0); "
           f"tied = not separated from the best (that interval includes 0). With fewer than {stats.MIN_SEEDS} "

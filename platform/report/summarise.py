@@ -13,7 +13,7 @@ from amlab.platform import stats
 from amlab.platform.papers import PERFECT, applicable, match, our_setting, verdict
 
 TARGET_FRACTION = 0.9  # "solves": 90 % of the way from chance to a perfect score
-PERCENT = {"accuracy", "error"}
+PERCENT = stats.FRACTIONS
 
 
 # -- numbers as text -------------------------------------------------------------------------------
@@ -21,15 +21,19 @@ PERCENT = {"accuracy", "error"}
 def fmt(value: float | None, metric: str, ci: tuple[float, float] | None = None) -> str:
     """'99.8 % ± 0.2' for fractions shown as percent, '3.12 ± 0.4' otherwise; '-' when missing.
 
-    ± is the larger distance from `value` to an end of `ci`; the caller says what the interval is.
+    An interval cut at the metric's range is no longer symmetric and is shown by its ends instead:
+    '73.4 % [0, 100]'.  The caller says what the interval is.
     """
     if value is None:
         return "-"
     scale, unit = (100.0, " %") if metric in PERCENT else (1.0, "")
     text = f"{value * scale:.3g}{unit}"
     if ci is not None:
-        half = max(value - ci[0], ci[1] - value) * scale
-        text += f" ± {half:.2g}"
+        below, above = value - ci[0], ci[1] - value
+        if abs(below - above) <= 1e-9 * max(1.0, abs(value)):
+            text += f" ± {above * scale:.2g}"
+        else:
+            text += f" [{ci[0] * scale:.3g}, {ci[1] * scale:.3g}]"
     return text
 
 
@@ -39,7 +43,8 @@ def fmt_cell(c: dict[str, Any]) -> str:
         return "-"
     if c["ci"] is None:
         return f"{fmt(c['mean'], c['metric'])} (n={c['n_seeds']} seed, no interval)"
-    return f"{fmt(c['mean'], c['metric'], c['ci'])} (mean ± {stats.LEVEL * 100:g} % t-interval, n={c['n_seeds']} seeds)"
+    what = "mean [95 % t-interval, clipped to the metric's range]" if c.get("ci_clipped") else "mean ± 95 % t-interval"
+    return f"{fmt(c['mean'], c['metric'], c['ci'])} ({what.replace('95', f'{stats.LEVEL * 100:g}')}, n={c['n_seeds']} seeds)"
 
 
 def count(n: int | None) -> str:
@@ -67,10 +72,11 @@ def reached(value: float | None, target: float, higher_is_better: bool) -> bool:
 def seed_statistics(c: dict[str, Any]) -> None:
     """Set, in place, the cell's mean over seeds and the labelled interval of that mean (from `per_seed`)."""
     values = stats.finite(list(c["per_seed"].values()))
-    interval = stats.mean_interval(values)
+    interval = stats.mean_interval(values, metric=c["metric"])
     c.update(mean=sum(values) / len(values) if values else None, n_seeds=len(values),
              ci=(interval.low, interval.high) if interval else None,
              ci_low=interval.low if interval else None, ci_high=interval.high if interval else None,
+             ci_clipped=bool(interval and interval.clipped),
              ci_label=interval.label if interval else f"no interval (n={len(values)} seed)")
 
 
