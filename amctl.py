@@ -1,7 +1,7 @@
 """amctl: comparative experiments on attention and memory mechanisms (the command line).
 
 Thin by design: parse, call amlab.platform.api, render with amlab.platform.views.  Exit codes: 0 success,
-1 the work ran and failed, 2 bad input (nothing was started or recorded), 130 interrupted or cancelled.
+1 the work ran and failed (or amctl hit a bug), 2 bad input (nothing was started or recorded), 130 interrupted or cancelled.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from amlab.platform.errors import AmctlError
+from amlab.platform.errors import AmctlError, unexpected
 from amlab.platform.status import Kind, Status
 
 __version__ = "0.1.0"
@@ -38,9 +38,9 @@ class _Lazy:
 api, remote, views = (_Lazy(f"amlab.platform.{m}") for m in ("api", "remote", "views"))
 write = functools.partial(print, end="", flush=True)  # a job's log, streamed as it comes
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
-EXITS = {Status.FINISHED: 0, Status.KILLED: EXIT_INTERRUPTED}
 CTX = {"help_option_names": ["-h", "--help"]}
 LAUNCH, RESULTS, MANAGE, CLUSTER = "Launch", "Results", "Manage", "Cluster"
+OPTIONS = {"debug": False}  # root()'s, set on every invocation, for the commands
 
 
 class _Group(typer.core.TyperGroup):
@@ -58,23 +58,26 @@ app.add_typer(launch_app, name="launch", rich_help_panel=LAUNCH)
 
 def out(stderr: bool = False) -> Console:
     """A console that never cuts a table when piped: one line per row, whatever the width, so grep finds names."""
-    stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, width=None if stream.isatty() else 10_000, highlight=False)
+    return Console(stderr=stderr, width=None if (sys.stderr if stderr else sys.stdout).isatty() else 10_000, highlight=False)
 
 
 def command(group: typer.Typer, name: str, panel: str | None = None):
-    """Register a command; the one place where platform errors become a clean message and an exit code."""
+    """Register a command; the one place where errors become a clean message (soft-wrapped: paths stay whole) and an exit code."""
     def wrap(fn):
         @functools.wraps(fn)
         def run(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
-            except AmctlError as e:
-                out(True).print(Text.assemble(("error: ", "bold red"), e.message, *(f"\n  - {p}" for p in e.problems)))
-                raise typer.Exit(e.exit_code) from None
+            except (typer.Exit, typer.Abort, typer.TyperException):
+                raise  # typer's own: an exit code, a usage error
             except KeyboardInterrupt:
                 out(True).print("interrupted")
                 raise typer.Exit(EXIT_INTERRUPTED) from None
+            except Exception as e:  # an AmctlError's message and exit code; anything else is a bug (see `unexpected`)
+                said, code = (str(e), e.exit_code) if isinstance(e, AmctlError) else (
+                    unexpected(f"amctl {'launch ' * (group is launch_app)}{name}", e, OPTIONS["debug"]), EXIT_FAILED)
+                out(True).print(Text.assemble(("error: ", "bold red"), said), soft_wrap=True)
+                raise typer.Exit(code) from None
         return group.command(name, rich_help_panel=panel)(run)
     return wrap
 
@@ -91,7 +94,6 @@ def emit(as_json: bool, data: Any, view) -> None:
 
 Address = Annotated[str | None, typer.Option("--address", envvar="RAY_ADDRESS", show_envvar=True,
                                              help="Ray GCS host:port or dashboard http://HEAD:8265; default: local Ray.")]
-Optional = Annotated[str | None, typer.Argument(help="A sweep or run; all when omitted.", autocompletion=complete("sweeps"))]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a spec field, e.g. train.steps=200 (repeatable).")]
 SweepName = Annotated[str, typer.Argument(help="Sweep or run name (amctl status).", autocompletion=complete("sweeps"))]
@@ -108,8 +110,10 @@ def root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
     home: Annotated[Path | None, typer.Option("--home", envvar="AMCTL_HOME", show_envvar=True,
                                               help="Folder of the embedded stores (default ~/.amctl).")] = None,
+    debug: Annotated[bool, typer.Option("--debug", envvar="AMCTL_DEBUG", help="Print a bug's traceback, not one line.")] = False,
 ) -> None:
     """amctl: mechanism × task experiments on Ray, tracked in MLflow and a SQL store."""
+    OPTIONS["debug"] = debug
     if home is not None:
         os.environ["AMCTL_HOME"] = str(home)
 
@@ -131,7 +135,7 @@ def _launch(kind: Kind, data: dict[str, Any], address: str | None, as_json: bool
         print(json.dumps(summary, indent=1, default=str))
     else:
         views.render_outcome(out(), outcome, summary, api.report_data(lch.name) if kind is Kind.SWEEP else None)
-    raise typer.Exit(EXITS.get(outcome.status, EXIT_FAILED))
+    raise typer.Exit({Status.FINISHED: 0, Status.KILLED: EXIT_INTERRUPTED}.get(outcome.status, EXIT_FAILED))
 
 
 @command(launch_app, "run")
@@ -179,7 +183,7 @@ def cancel(name: Annotated[str, typer.Argument(help="Sweep or run; on a cluster 
 
 @command(app, "status", RESULTS)
 def status(
-    name: Optional = None,
+    name: Annotated[str | None, typer.Argument(help="A sweep or run (default: all).", autocompletion=complete("sweeps"))] = None,
     as_json: Json = False,
     watch: Annotated[bool, typer.Option("--watch", help="Keep the table live until the sweep ends.")] = False,
 ) -> None:
@@ -203,8 +207,7 @@ def report(
     """
     chosen = "json" if as_json else fmt
     if dest is not None or chosen == "html":
-        for path in api.write_report(name, dest, chosen):
-            out().print(Text(str(path)))
+        out().print(Text("\n".join(map(str, api.write_report(name, dest, chosen)))))
     elif chosen is None:
         views.render_report(out(), name, api.report_data(name))
     else:
@@ -291,9 +294,7 @@ def logs(
     remote.follow(url, job, write) if follow else write(remote.logs(url, job))
 
 
-def main() -> None:
-    app()
-
+main = app  # the console script's entry point (pyproject: amctl = "amctl:main")
 
 if __name__ == "__main__":
     main()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from amlab.platform import lease
 from amlab.platform.errors import BadInput, SweepActive
 from amlab.platform.launch import Launch
 from amlab.platform.settings import Settings
@@ -198,6 +199,9 @@ def cancel(name: str, address: str | None = None) -> str:
         row = st.named(s, name)
         if row.status != Status.RUNNING:
             return f"{name} is {row.status}; nothing to cancel"
+        if lease.liveness(row) is lease.Liveness.GONE:
+            return (f"{name} is {lease.INTERRUPTED}: its driver is gone, nothing runs; `amctl resume {name}` "
+                    f"continues it, `amctl delete {name}` removes it")
         row.cancel_requested = True
         s.commit()
     return f"{name}: cancel requested; its driver stops the trials within seconds and marks them KILLED"
@@ -223,7 +227,7 @@ def delete(name: str, *, dry_run: bool = False) -> Deletion:
     cfg, st = settings(), store()
     with st.session() as s:
         row = st.named(s, name)
-        if row.status == Status.RUNNING:
+        if row.status == Status.RUNNING and lease.liveness(row) is not lease.Liveness.GONE:
             raise SweepActive(f"{row.kind} {name} is RUNNING; `amctl cancel {name}` it first, then delete it")
         cells = list(row.cells)
         trials = [t for c in cells for t in c.trials]

@@ -40,9 +40,11 @@ class Bookkeeper(tune.Callback):
         result, steps = trial.last_result or {}, of(trial.config).steps
         records.close_trial(self.ctx, trial.trial_id, Status.FINISHED, result, early=result.get(STEP, steps) < steps)
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        records.note_retry(self.ctx, trial.trial_id, trial.num_failures, _error(trial))
+
     def on_trial_error(self, iteration, trials, trial, **info):
-        error = Path(trial.error_file).read_text(errors="replace") if trial.error_file and Path(trial.error_file).exists() else ""
-        records.close_trial(self.ctx, trial.trial_id, Status.FAILED, trial.last_result or {}, early=False, error=error)
+        records.close_trial(self.ctx, trial.trial_id, Status.FAILED, trial.last_result or {}, early=False, error=_error(trial))
 
     def on_experiment_end(self, trials, **info):
         """Close what Tune knows ended but the store missed: a driver killed between Tune's state checkpoint
@@ -54,6 +56,12 @@ class Bookkeeper(tune.Callback):
                                     early=result.get(STEP, steps) < steps, if_open=True)
             elif trial.status == trial.ERROR:
                 records.close_trial(self.ctx, trial.trial_id, Status.FAILED, result, early=False, if_open=True)
+
+
+def _error(trial) -> str:
+    """The traceback Tune kept for a trial's last failure ('' when none)."""
+    path = trial.error_file
+    return Path(path).read_text(errors="replace") if path and Path(path).exists() else ""
 
 
 class Progress(tune.Callback):

@@ -2,10 +2,17 @@
 
 `BadInput` (exit 2) is anything the user can fix before work starts: a spec,
 a name, an address, a request the cluster can never satisfy.  Nothing was
-started or recorded when it is raised.
+started or recorded when it is raised.  Any other exception is a bug: the CLI
+prints one line (`unexpected`) and keeps the traceback in a private file (exit 1).
 """
 
 from __future__ import annotations
+
+import os
+import tempfile
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
 
 
 class AmctlError(Exception):
@@ -34,7 +41,7 @@ class SpecChanged(BadInput):
 
 
 class SweepActive(BadInput):
-    """The command needs a sweep that is not running (delete)."""
+    """Another live driver runs this sweep (launch, resume), or the command needs it stopped first (delete)."""
 
 
 class ResourceError(BadInput):
@@ -43,3 +50,37 @@ class ResourceError(BadInput):
 
 class StoreError(BadInput):
     """A store that cannot be opened: a home that is not a folder, a database file that is not a database."""
+
+
+def unexpected(command: str, error: Exception, debug: bool) -> str:
+    """What a bug prints: one line (what failed, the file that keeps its traceback, how to report it), so that a
+    user is not handed a traceback to read; with `debug` (--debug), the traceback itself, and no file."""
+    what = ": ".join([type(error).__name__, *str(error).splitlines()[:1]])
+    trace = "".join(traceback.format_exception(error))
+    if debug:
+        return f"{command} failed unexpectedly ({what}):\n{trace.rstrip()}"
+    return (f"{command} failed unexpectedly ({what}); the traceback is in {crash_log(trace)}: "
+            "rerun with --debug to see it; to report it, send that file with the output of `amctl --version`")
+
+
+def crash_log(text: str) -> Path:
+    """Keep a traceback in a new private file, in AMCTL_HOME/logs, else (a home that cannot be written) in the temp folder.
+
+    If not even that takes it, the OSError goes up and Python prints it chained to the bug: the traceback is never lost.
+    """
+    from amlab.platform.settings import Settings  # stdlib only: the CLI's error path imports no torch or Ray
+
+    name = f"amctl-error-{datetime.now(timezone.utc):%Y%m%dT%H%M%S.%fZ}-{os.getpid()}.log"
+    try:
+        return _write_private(Settings.load().home / "logs", name, text)
+    except (StoreError, OSError):
+        return _write_private(Path(tempfile.gettempdir()), name, text)
+
+
+def _write_private(folder: Path, name: str, text: str) -> Path:
+    """A new file, 0600 in a 0700 folder (a traceback shows paths and values); O_EXCL|O_NOFOLLOW, as the temp
+    folder is shared: never through a file or link that someone else put there."""
+    folder.mkdir(mode=0o700, exist_ok=True)
+    with os.fdopen(os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "w") as f:
+        f.write(text)
+    return folder / name

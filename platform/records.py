@@ -16,7 +16,7 @@ from typing import Any
 
 import optuna
 
-from amlab.platform import tracking
+from amlab.platform import lease, tracking
 from amlab.platform.errors import SpecChanged
 from amlab.platform.launch import Launch
 from amlab.platform.settings import Settings
@@ -95,12 +95,13 @@ def open_launch(launch: Launch, settings: Settings, *, extend: bool = False) -> 
     """Record the launch (new or relaunched) and return its context and the cells still to run.
 
     A relaunch whose cells all finished writes nothing; a relaunch of the
-    name with another spec raises SpecChanged unless `extend`.
+    name with another spec raises SpecChanged unless `extend`, and one that
+    another live driver runs raises SweepActive (the lease, lease.py).
     """
     store, client = Store(settings.db_url), tracking.client(settings)
     exp = tracking.experiment_id(client, settings)
     with store.session() as s:
-        sweep = store.sweep(s, launch.name)
+        sweep = lease.acquire(s, launch.name)  # before any record changes
         if sweep is not None and sweep.config_hash != launch.config_hash and not extend:
             raise SpecChanged(f"{launch.kind.value} {launch.name!r} was launched with another spec; launch it under a new "
                               "name, or pass --extend to add these cells to it", _changes(sweep.spec, launch.spec))
@@ -115,6 +116,7 @@ def open_launch(launch: Launch, settings: Settings, *, extend: bool = False) -> 
             sweep = Sweep(name=launch.name, kind=launch.kind, spec=launch.spec, config_hash=launch.config_hash,
                           mlflow_run_id=run_id)
             s.add(sweep)
+            lease.hold(sweep)
             store.set_status(s, sweep, Status.PENDING)
         if sweep.config_hash != launch.config_hash or not sweep.cells:
             client.log_dict(sweep.mlflow_run_id, launch.spec, "spec.yaml")
@@ -127,6 +129,8 @@ def open_launch(launch: Launch, settings: Settings, *, extend: bool = False) -> 
             ctx.cell_runs[plan.key], ctx.cell_ids[plan.key] = row.mlflow_run_id, row.id
             if row.status != Status.FINISHED:
                 pending.append(plan)
+        if not pending:  # nothing will run: the name is free again at once
+            lease.release(sweep)
         s.commit()
     return ctx, pending
 
@@ -220,6 +224,16 @@ def close_trial(ctx: SweepContext, trial_id: str, status: Status, result: dict, 
             row.error = error_summary(error)
         _set(ctx, s, row, status, mlflow=ctx.kind is Kind.SWEEP)
         s.commit()
+
+
+def note_retry(ctx: SweepContext, trial_id: str, attempt: int, error: str) -> None:
+    """A failed attempt Tune retries from the trial's last checkpoint: the trial stays open, its reason is kept."""
+    with ctx.store.session() as s:
+        row = _trial(s, trial_id)
+        if row is not None:
+            row.error = f"attempt {attempt} failed, retried: {error_summary(error)}"[:500]
+            ctx.client.set_tag(row.mlflow_run_id, "amctl.retries", str(attempt))
+            s.commit()
 
 
 def error_summary(text: str) -> str:

@@ -16,6 +16,7 @@ in `RAY_AUTH_TOKEN`, or in the file `RAY_AUTH_TOKEN_PATH` (default `~/.ray/auth_
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -31,6 +32,7 @@ import yaml
 
 from amlab.platform import layout
 from amlab.platform.errors import BadInput
+from amlab.platform.settings import WITHHELD, split_secrets
 
 # what the job needs to find the same stores (only those set here travel; unset ones default on the cluster)
 JOB_ENV = ("AMCTL_HOME", "AMCTL_DB_URL", "MLFLOW_TRACKING_URI", "AMCTL_OPTUNA_URL", "AMCTL_RAY_STORAGE", "AMCTL_ARTIFACTS",
@@ -122,7 +124,9 @@ def submit(address: str, kind: str, name: str, spec: dict[str, Any], args: list[
         workdir = stage(spec)
         try:
             spec_arg = ["spec.yaml"] if kind == "sweep" else ["--spec", "spec.yaml"]
-            env = {k: os.environ[k] for k in JOB_ENV if os.environ.get(k)} | JOB_FLAGS
+            # credentials stay out of the job's runtime env (Ray shows and logs it): the cluster must hold them
+            env, withheld = split_secrets({k: os.environ[k] for k in JOB_ENV if os.environ.get(k)})
+            env |= JOB_FLAGS | ({WITHHELD: json.dumps(withheld)} if withheld else {})
             c.submit_job(entrypoint=" ".join(["python", "amctl.py", "launch", kind, *spec_arg, *args]),
                          submission_id=job_id, runtime_env={"working_dir": str(workdir), "env_vars": env},
                          metadata={"amctl.kind": kind, "amctl.name": name})

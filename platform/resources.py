@@ -17,21 +17,31 @@ from dataclasses import dataclass
 import ray
 
 from amlab.platform.errors import ResourceError
-from amlab.platform.settings import Settings
+from amlab.platform.settings import STORES, Settings, check_withheld, split_secrets
 from amlab.platform.sweep_spec import ResourcesSpec
 from amlab.platform.trial import Placement
 
+LOOPBACK = "127.0.0.1"  # an embedded Ray serves this machine only: none of its ports listen on other interfaces
 DRIVER_CPU = 0.01  # a Tune trial that only drives a TorchTrainer; it cannot ask for 0
 
 
 def ensure_ray(settings: Settings, address: str | None = None) -> None:
-    """Start an embedded local Ray (or join `address`), passing the store locations to every worker."""
+    """Start an embedded local Ray on loopback only (or join `address`), giving every worker the driver's stores.
+
+    The store URLs reach an embedded Ray's workers by inheritance (they are children of this process); only
+    credential-free URLs and their redacted fingerprint are put in Ray's runtime env, which Ray writes to its
+    logs.  On a cluster, URLs with credentials come from the nodes' environment (settings.worker_settings).
+    """
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the progress display is ours; Tune's tables would interleave
     if ray.is_initialized():
         return
-    env = {"AMCTL_HOME": str(settings.home), "MLFLOW_TRACKING_URI": settings.mlflow_uri,
-           "AMCTL_DB_URL": settings.db_url, "AMCTL_OPTUNA_URL": settings.optuna_url}
-    ray.init(address=address, log_to_driver=False, logging_level="ERROR", runtime_env={"env_vars": env})
+    check_withheld()
+    env = settings.store_env()
+    os.environ.update(env)
+    public = split_secrets(env)[0] | {STORES: settings.fingerprint()}
+    os.environ[STORES] = public[STORES]
+    where = {"address": address} if address or os.environ.get("RAY_ADDRESS") else {"_node_ip_address": LOOPBACK}
+    ray.init(**where, log_to_driver=False, logging_level="ERROR", runtime_env={"env_vars": public})
 
 
 def check_local_devices(gpus_per_worker: float, address: str | None) -> None:
@@ -81,5 +91,6 @@ def plan(r: ResourcesSpec, total_trials: int) -> Plan:
     if r.gpus_per_worker:
         fits = min(fits, math.floor(gpus / (r.gpus_per_worker * workers) + 1e-9))
     concurrency = max(1, min(fits, r.max_concurrent or fits, total_trials))
-    placement = Placement(threads=max(1, int(cpw)), cpus_per_worker=cpw, gpus_per_worker=r.gpus_per_worker)
+    placement = Placement(threads=max(1, int(cpw)), cpus_per_worker=cpw, gpus_per_worker=r.gpus_per_worker,
+                          max_failures=r.max_failures)
     return Plan(request, placement, concurrency)

@@ -116,8 +116,8 @@ class CellSearcher(Searcher):
         spec = validate_run(merge(cell.base, {**params, "train": {**params.get("train", {}), "seed": seed}}))
         run_id = records.open_trial(self.ctx, cell, trial_id, phase, spec)
         self.owner[trial_id] = (cell.key, phase, seed, params)
-        return {KEY: TrialConfig(spec=spec, cell=cell.key, phase=phase, tracking_uri=self.ctx.settings.mlflow_uri,
-                                 run_id=run_id, storage_path=self.storage_path, placement=self.placement)}
+        return {KEY: TrialConfig(spec=spec, cell=cell.key, phase=phase, run_id=run_id, storage_path=self.storage_path,
+                                 placement=self.placement)}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id not in self.owner:

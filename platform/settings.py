@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+STORES = "AMCTL_STORES"  # the driver's store URLs, redacted: a worker checks that its own match
+WITHHELD = "AMCTL_WITHHELD"  # what a submitter kept out of a job's runtime env (redacted): the cluster must provide it
+CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 
 
 @dataclass(frozen=True)
@@ -36,3 +42,58 @@ class Settings:
             optuna_url=env("AMCTL_OPTUNA_URL", f"sqlite:///{home / 'optuna.db'}"),
             ray_storage=env("AMCTL_RAY_STORAGE", str(home / "ray")),
         )
+
+    def store_env(self) -> dict[str, str]:
+        """The variables a worker needs to open the same stores as this driver."""
+        return {"AMCTL_HOME": str(self.home), "MLFLOW_TRACKING_URI": self.mlflow_uri, "AMCTL_DB_URL": self.db_url,
+                "AMCTL_OPTUNA_URL": self.optuna_url}
+
+    def fingerprint(self) -> str:
+        return json.dumps({k: redact(v) for k, v in self.store_env().items() if k != "AMCTL_HOME"}, sort_keys=True)
+
+
+def redact(url: str) -> str:
+    """The URL with its password shown as ***: what may be displayed, logged or handed to Ray."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{host}"))
+
+
+def shown(name: str, value: str) -> str:
+    """How a variable may be shown: a credential as *** (or '' when unset), a URL without its password."""
+    return ("***" if value else "") if name in CREDENTIALS else redact(value)
+
+
+def split_secrets(env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(the variables that may travel through Ray, the redacted form of those that may not)."""
+    public = {k: v for k, v in env.items() if shown(k, v) == v}
+    return public, {k: shown(k, v) for k, v in env.items() if k not in public}
+
+
+def check_withheld() -> None:
+    """In a job's driver: the credentials its submitter withheld must be in this cluster's own environment."""
+    expected = json.loads(os.environ.get(WITHHELD) or "{}")
+    wrong = [f"{k} (expected {v})" for k, v in expected.items() if shown(k, os.environ.get(k, "")) != v]
+    if wrong:
+        from amlab.platform.errors import StoreError
+
+        raise StoreError("amctl never sends credentials through Ray, and this cluster's environment does not hold "
+                         "them; set them on its nodes (cluster/README.md, 'Stores')", wrong)
+
+
+def worker_settings() -> Settings:
+    """The stores as a trial's worker sees them, refused when they are not the driver's.
+
+    Credentials never travel through Ray (its runtime-env logs and Tune's params would keep them): an embedded
+    Ray's workers inherit them from the driver's process; on a cluster they come from the nodes' own environment
+    (cluster/README.md).  A worker whose environment points elsewhere would log into another database unseen.
+    """
+    settings = Settings.load()
+    expected = os.environ.get(STORES)
+    if expected and expected != settings.fingerprint():
+        raise RuntimeError(f"this worker's stores are {settings.fingerprint()} but the driver's are {expected}: "
+                           "give the cluster's nodes the driver's AMCTL_DB_URL, MLFLOW_TRACKING_URI and "
+                           "AMCTL_OPTUNA_URL (cluster/README.md, 'Stores')")
+    return settings

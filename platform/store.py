@@ -48,6 +48,8 @@ class Sweep(Base):
     status: Mapped[Status] = mapped_column(_enum(Status), default=Status.PENDING)
     cancel_requested: Mapped[bool] = mapped_column(default=False)  # `amctl cancel`; the driver stops and clears it
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    driver: Mapped[str | None] = mapped_column(String(200))  # "host:pid" of the driver holding the lease (lease.py)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # its last heartbeat
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, onupdate=now)
     cells: Mapped[list[Cell]] = relationship(back_populates="sweep", cascade="all, delete-orphan", order_by="Cell.id")

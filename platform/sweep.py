@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ray import tune
 
-from amlab.platform import records, resources
+from amlab.platform import lease, records, resources
 from amlab.platform.callbacks import Bookkeeper, CancelStopper, Display, Progress, attach_display
 from amlab.platform.launch import Launch
 from amlab.platform.records import SweepContext
@@ -65,6 +65,23 @@ def run_sweep(
             status = records.finalize(ctx, launch.cells)
         return SweepOutcome(launch.name, launch.kind, status, ctx.sweep_run_id, skipped, [])
 
+    with lease.Heartbeat(ctx.store, launch.name):  # open_launch took the lease: fresh until the records are final
+        interrupted, concurrency = False, 0
+        try:  # Ray's start-up included: Ctrl-C at any moment ends in finalize, exit 130
+            concurrency = _tune(launch, ctx, pending, settings, address, display, on_plan)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:  # whatever happened, no record stays RUNNING
+            status = records.finalize(ctx, launch.cells, interrupted=interrupted)
+    if launch.kind is Kind.SWEEP:
+        publish_report(ctx)
+    return SweepOutcome(launch.name, launch.kind, status, ctx.sweep_run_id, skipped, [c.key for c in pending],
+                        concurrency)
+
+
+def _tune(launch: Launch, ctx: SweepContext, pending: list[CellPlan], settings: Settings, address: str | None,
+          display: Display | None, on_plan: Callable[[list[CellPlan], int, int], None] | None) -> int:
+    """Start (or join) Ray, place the trials and run (or restore) the Tune experiment; returns the concurrency."""
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0.5")  # a driver killed any time loses at most 0.5 s of state
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # `objective` comes with evaluations only
     resources.ensure_ray(settings, address)
@@ -76,31 +93,23 @@ def run_sweep(
     storage = tune_storage(settings, launch.name)
     path = os.path.join(storage, config_hash(sorted(c.config_hash for c in pending))[:12])
     trainable = tune.with_resources(run_trial, plan.request)
-    interrupted = False
-    try:
-        if tune.Tuner.can_restore(path):
-            tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
-            attach_display(tuner, display)
-        else:
-            searcher = CellSearcher(pending, ctx, plan.placement, storage)
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=CellScheduler(pending), num_samples=total,
-                                            max_concurrent_trials=plan.concurrency,
-                                            reuse_actors=True),  # a fresh process per trial costs seconds
-                run_config=tune.RunConfig(name=os.path.basename(path), storage_path=storage, verbose=0,
-                                          callbacks=[Bookkeeper(ctx), Progress(display)], stop=CancelStopper(ctx),
-                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
-            )
-        tuner.fit()
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:  # whatever happened, no record stays RUNNING
-        status = records.finalize(ctx, launch.cells, interrupted=interrupted)
-    if launch.kind is Kind.SWEEP:
-        publish_report(ctx)
-    return SweepOutcome(launch.name, launch.kind, status, ctx.sweep_run_id, skipped, [c.key for c in pending],
-                        plan.concurrency)
+    if tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+        attach_display(tuner, display)
+    else:
+        searcher = CellSearcher(pending, ctx, plan.placement, storage)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=CellScheduler(pending), num_samples=total,
+                                        max_concurrent_trials=plan.concurrency,
+                                        reuse_actors=True),  # a fresh process per trial costs seconds
+            run_config=tune.RunConfig(name=os.path.basename(path), storage_path=storage, verbose=0,
+                                      callbacks=[Bookkeeper(ctx), Progress(display)], stop=CancelStopper(ctx),
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                                      failure_config=tune.FailureConfig(max_failures=launch.resources.max_failures)),
+        )
+    tuner.fit()
+    return plan.concurrency
 
 
 def publish_report(ctx: SweepContext) -> None:

@@ -67,6 +67,8 @@ class ResourcesSpec(Strict):
     gpus_per_worker: float = Field(0, ge=0, le=16)
     cpus_per_worker: float = Field(1, gt=0, le=256)
     max_concurrent: int | None = Field(None, ge=1, description="cap on concurrent trials; default: what the cluster fits")
+    max_failures: int = Field(2, ge=0, le=100, description="retries of a trial from its last checkpoint after its "
+                              "process, worker or node dies (0: none)")
 
 
 class SweepSpec(Strict):

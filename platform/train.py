@@ -12,10 +12,12 @@ the exact curve it was on.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import tempfile
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from torch import nn
 
 from amlab.platform import dumps
 from amlab.platform.sessions import CHECKPOINT, LocalSession, RayMetrics, TrainSession, TuneSession
+from amlab.platform.settings import worker_settings
 from amlab.platform.spec import RunSpec, TrainSpec
 from amlab.platform.status import EVALS, OBJECTIVE, PARAMS_COUNT, STATE_SIZE, STEP, TRAIN_LOSS
 from amlab.platform.tracking import RunLogger
@@ -90,6 +93,15 @@ def save_checkpoint(folder: Path, model: nn.Module, opt, sched, step: int) -> Pa
     return folder
 
 
+def fresh_folder(path: str | None) -> str | None:
+    """The trial's scratch folder, emptied: what a killed attempt left there is not needed by the next one."""
+    if path is None:
+        return None
+    shutil.rmtree(path, ignore_errors=True)
+    Path(path).mkdir(parents=True)
+    return path
+
+
 def dump_introspection(model: nn.Module, task: Task, spec: RunSpec, device: torch.device, out: Path) -> list[Path]:
     """Run one small validation batch with recording on and render what the core attended to."""
     core = model.core
@@ -115,7 +127,7 @@ def train_loop(trial: TrialConfig, session: LocalSession | TrainSession) -> None
     torch.set_num_threads(trial.placement.threads)
     rank, world = session.rank, session.world_size
     device = session.device(t.device)
-    log = RunLogger(trial.tracking_uri, trial.run_id) if trial.tracked and rank == 0 else None
+    log = RunLogger(worker_settings().mlflow_uri, trial.run_id) if trial.tracked and rank == 0 else None
     live = RayMetrics.if_in_ray(spec, rank, trial.run_id or "")
 
     # model, optimizer, data: identical init on every rank; each rank draws its own shard
@@ -136,6 +148,7 @@ def train_loop(trial: TrialConfig, session: LocalSession | TrainSession) -> None
     if log and start == 0:
         log.tag(params_count=str(count_params(model)), state_size=str(model.core.state_size()))
     ddp = session.prepare(model)
+    scratch = fresh_folder(trial.scratch) if rank == 0 else None
     per_rank = t.batch_size // world
 
     evals, window_loss, window_n, tick = start // t.eval_every, 0.0, 0, time.perf_counter()
@@ -172,7 +185,8 @@ def train_loop(trial: TrialConfig, session: LocalSession | TrainSession) -> None
                     latest = {**evaluate(model, task, spec, "val", device), **evaluate(model, task, spec, "test", device),
                               PARAMS_COUNT: count_params(model), STATE_SIZE: model.core.state_size()}
                     latest[OBJECTIVE] = trial.objective_sign * latest[trial.objective_key]  # what search minimises
-                    checkpoint = save_checkpoint(Path(tempfile.mkdtemp(prefix="amctl-ckpt-")), model, opt, sched, done)
+                    checkpoint = save_checkpoint(Path(tempfile.mkdtemp(prefix="amctl-ckpt-", dir=scratch)), model, opt,
+                                                 sched, done)
                 tick = time.perf_counter()  # evaluation time is not training throughput
             if is_eval:  # val/test metrics only at the step they were measured: curves hold evaluations, not repeats
                 metrics.update(latest)
@@ -185,7 +199,7 @@ def train_loop(trial: TrialConfig, session: LocalSession | TrainSession) -> None
                 shutil.rmtree(checkpoint, ignore_errors=True)  # the session has persisted it
 
     if rank == 0 and log:
-        with tempfile.TemporaryDirectory(prefix="amctl-final-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="amctl-final-", dir=scratch) as tmp:
             tmp = Path(tmp)
             save_checkpoint(tmp, model, opt, sched, t.steps)
             log.artifacts(tmp, "checkpoint")
@@ -201,11 +215,13 @@ def run_trial(config: dict[str, Any]) -> None:
     the supported shape.  The Train run name is derived from the trial id so
     that a restored trial resumes its own Train run.
     """
-    trial = of(config)
+    import ray.tune
+
+    # checkpoint temporaries in the trial's own folder: a trial killed mid-save leaves nothing in the system temp dir
+    trial = replace(of(config), scratch=os.path.join(ray.tune.get_context().get_trial_dir(), "scratch"))
     if trial.spec.train.workers == 1:
         train_loop(trial, TuneSession())
         return
-    import ray.tune
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -223,7 +239,7 @@ def run_trial(config: dict[str, Any]) -> None:
             name=f"ddp-{ray.tune.get_context().get_trial_id()}",
             storage_path=trial.storage_path,
             callbacks=[TuneReportCallback()],
-            failure_config=FailureConfig(max_failures=0, controller_failure_limit=1),
+            failure_config=FailureConfig(max_failures=trial.placement.max_failures, controller_failure_limit=1),
         ),
     )
     trainer.fit()

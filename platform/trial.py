@@ -23,6 +23,7 @@ class Placement:
     threads: int = 1
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
+    max_failures: int = 0  # restarts of a DDP trial's workers from its last checkpoint (Ray Train)
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,9 @@ class TrialConfig:
     spec: RunSpec
     cell: str = ""  # the cell key (scheduler and display group trials by it)
     phase: Phase = Phase.SEARCH
-    tracking_uri: str | None = None  # MLflow; None: nothing is logged (tests, benchmarks)
-    run_id: str | None = None
+    run_id: str | None = None  # its MLflow run (the stores come from the worker's environment); None: nothing logged
     storage_path: str | None = None  # Ray storage for a DDP trial's Train run
+    scratch: str | None = None  # the trial's own folder for checkpoint temporaries (None: the system temp dir)
     placement: Placement = Placement()
 
     @classmethod
@@ -54,7 +55,7 @@ class TrialConfig:
 
     @property
     def tracked(self) -> bool:
-        return self.tracking_uri is not None and self.run_id is not None
+        return self.run_id is not None
 
     def with_placement(self, placement: Placement) -> TrialConfig:
         return replace(self, placement=placement)

@@ -12,8 +12,9 @@ from typing import Any
 from rich.table import Column, Table
 from rich.text import Text
 
+from amlab.platform import lease
 from amlab.platform.status import STEP, Phase, Status, val_key
-from amlab.platform.store import Store
+from amlab.platform.store import Store, now
 
 
 def _t(value: Any) -> Text:
@@ -73,14 +74,19 @@ def leaderboard_table(name: str, cells: list[dict[str, Any]]) -> Table:
 
 
 def status_rows(store: Store, name: str | None) -> list[dict[str, Any]]:
-    """Sweeps (or the one named) with their cells and trials, as plain data for --json and the tables."""
+    """Sweeps (or the one named) with their cells and trials, as plain data for --json and the tables.
+
+    `status` is what the store holds; `effective_status` is INTERRUPTED where the sweep's driver is gone (lease.py).
+    """
+    at = now()
     with store.session() as s:
         if name:
             sweeps = [store.named(s, name)]
         else:
             sweeps = store.sweeps(s)
         return [
-            {"name": sw.name, "kind": str(sw.kind), "status": str(sw.status), "cancel_requested": sw.cancel_requested,
+            {"name": sw.name, "kind": str(sw.kind), "status": str(sw.status), "effective_status": lease.effective_status(sw, at),
+             "driver": lease.describe(sw, at), "cancel_requested": sw.cancel_requested,
              "created_at": sw.created_at.isoformat(), "mlflow_run_id": sw.mlflow_run_id,
              "cells": [{"mechanism": c.mechanism_label, "task": c.task_label, "status": str(c.status),
                         "config_hash": c.config_hash,
@@ -100,12 +106,12 @@ def status_table(rows: list[dict[str, Any]], name: str | None) -> Table:
         for r in rows:
             trials = [t for c in r["cells"] for t in c["trials"]]
             done = sum(t["status"] == Status.FINISHED for t in trials)
-            status = r["status"] + (" (cancel requested)" if r["cancel_requested"] else "")
-            table.add_row(_t(r["name"]), r["kind"], status, str(len(r["cells"])), f"{done}/{len(trials)}", r["created_at"][:19])
+            table.add_row(_t(r["name"]), r["kind"], Text(_status(r)), str(len(r["cells"])), f"{done}/{len(trials)}",
+                          r["created_at"][:19])
         return table
     r = rows[0]
     table = Table("cell", "status", "trials (finished/early-stopped/failed/total)", "running", "test value",
-                  title=Text(f"{r['kind']} {r['name']}: {r['status']}"))
+                  title=Text(f"{r['kind']} {r['name']}: {_status(r)}"))
     for c in r["cells"]:
         ts = c["trials"]
         count = {k: sum(t["status"] == k for t in ts) for k in (Status.FINISHED, Status.FAILED)}
@@ -120,8 +126,17 @@ def status_table(rows: list[dict[str, Any]], name: str | None) -> Table:
     return table
 
 
+def _status(r: dict[str, Any]) -> str:
+    """A sweep's status as shown: an interrupted one says since when its driver is silent and how to go on."""
+    if r["effective_status"] != lease.INTERRUPTED:
+        return r["status"] + (" (cancel requested)" if r["cancel_requested"] else "")
+    age = (r["driver"] or {}).get("heartbeat_age_s")
+    since = f", last heartbeat {age:.0f} s ago" if age is not None else ""
+    return f"{lease.INTERRUPTED} (driver gone{since}; amctl resume {r['name']})"
+
+
 def active(rows: list[dict[str, Any]]) -> bool:
-    return any(Status(r["status"]).active for r in rows)
+    return any(r["effective_status"] in (Status.PENDING, Status.RUNNING) for r in rows)
 
 
 def jobs_table(rows: list[dict[str, Any]]) -> Table:

@@ -23,6 +23,11 @@ for var in ("AMCTL_DB_URL", "MLFLOW_TRACKING_URI", "AMCTL_OPTUNA_URL", "AMCTL_RA
     os.environ.pop(var, None)
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that start their own embedded Ray run first, before the session's cluster exists (one Ray at a time)."""
+    items.sort(key=lambda item: item.get_closest_marker("embedded") is None)
+
+
 @pytest.fixture
 def seeded():
     torch.manual_seed(0)

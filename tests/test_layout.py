@@ -93,6 +93,7 @@ def test_cli_is_thin():
 
 def test_every_committed_result_names_its_command_and_a_preset_that_validates():
     from amlab.platform.api import plan, sweep_data
+    from amlab.platform.presets import PRESETS, preset
     from amlab.platform.status import Kind
 
     pages = sorted((REPO / "docs" / "results").glob("*.md"))
@@ -103,3 +104,9 @@ def test_every_committed_result_names_its_command_and_a_preset_that_validates():
         launch = plan(Kind.SWEEP, sweep_data(None, found.group(1), []))
         assert page.stem == launch.name, f"{page.name} is not the report of preset {found.group(1)}"
         assert f"# amctl report: {launch.name}" in page.read_text()
+        spec = preset(found.group(1))["spec"]  # the page is of the preset as it is now, not an older version
+        assert f"- **Scale**: {len(spec['seeds'])} seeds, {spec['train']['steps']} steps" in page.read_text(), page.name
+    # one page per paper preset, each linked from the README's results table
+    assert {n for n, p in PRESETS.items() if "paper" in p} <= {p.stem for p in pages}
+    readme = (REPO / "README.md").read_text()
+    assert all(f"](docs/results/{page.name})" in readme for page in pages)

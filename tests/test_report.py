@@ -46,7 +46,7 @@ def data_of(cells, seeds):
     tasks = [{k: first[t][k] for k in ("task", "metric", "higher_is_better", "chance", "target")} for t in sorted(first)]
     scale = {"steps": 1000, "seeds": seeds, "trials": 2}
     return {"name": "hand", "status": "FINISHED", "mlflow_run_id": "r", "created_at": "2025-01-01T00:00:00", "spec": {},
-            "scale": scale, "cells": cells, "tasks": tasks, "papers": report.paper_rows(cells, scale),
+            "scale": scale, "cells": cells, "tasks": tasks, "papers": report.paper_rows(cells, scale), "failures": [],
             "summary": report.summary(cells), "generated_at": "2025-01-01T00:00:00"}
 
 
@@ -118,6 +118,64 @@ def test_renderers_on_hand_made_cells():
     assert html.count('src="data:image/png;base64,') == 2 and "http://" not in html and "https://" not in html
 
 
+def test_failed_trials_are_listed_only_when_there_are_any():
+    cells = [cell("lstm", "mqar", [0.31, 0.27, 0.35]), cell("transformer", "mqar", [0.998, 0.996, 1.0])]
+    clean = data_of(cells, 3)
+    assert "## Failed trials" not in report.render_md(clean) and "failures-table" not in report.render_html(clean, [])
+    assert not any("failed" in line for line in clean["summary"])
+
+    error = "ValueError: loss is nan | at step 40\nTraceback (most recent call last):"
+    failures = [{"mechanism": "lstm", "task": "mqar", "seed": 2, "phase": "seed", "status": "FAILED", "error": error},
+                {"mechanism": "lstm", "task": "mqar", "seed": 1000, "phase": "search", "status": "KILLED", "error": "x" * 300}]
+    data = {**clean, "failures": failures, "summary": report.summary(cells, failures)}
+    assert data["summary"][-1].startswith("2 trials failed (see Failed trials): a cell left without a full-length search trial")
+    md = report.render_md(data)
+    assert "## Failed trials" in md and "| mechanism | task | seed | phase | status | error |" in md
+    assert "| lstm | mqar | 2 | seed | FAILED | ValueError: loss is nan \\| at step 40 |" in md  # first line, | escaped
+    assert "Traceback" not in md and f"| {'x' * 199}… |" in md  # cut to 200 characters
+    html = report.render_html(data, [])
+    assert 'id="failures-table"' in html and "<td>ValueError: loss is nan | at step 40</td>" in html
+    assert 'href="#failures"' in html and "Traceback" not in html
+
+
+def test_collect_lists_the_failed_trials_of_a_store(tmp_path):
+    """collect on a real SQLite store whose one cell failed: the failures, their summary line, nothing from MLflow."""
+    from amlab.platform.settings import Settings
+    from amlab.platform.spec import RunSpec
+    from amlab.platform.status import Kind, Phase, Status
+    from amlab.platform.store import Cell, Sweep, Trial
+    from amlab.platform.sweep_spec import SEARCH_SEED_BASE as SEARCH
+
+    spec = RunSpec.model_validate({"mechanism": {"name": "lstm", "d_model": 8}, "task": {"name": "copy"}}).normalised()
+    cfg = Settings(home=tmp_path, db_url=f"sqlite:///{tmp_path / 'amctl.db'}", mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                   artifacts=(tmp_path / "artifacts").as_uri(), optuna_url=f"sqlite:///{tmp_path / 'optuna.db'}",
+                   ray_storage=str(tmp_path / "ray"))
+    store = Store(cfg.db_url)
+    with store.session() as s:
+        sweep = Sweep(name="broken", kind=Kind.SWEEP, spec={"seeds": [0, 1, 2]}, config_hash="h", status=Status.FAILED)
+        c = Cell(mechanism="lstm", task="copy", mechanism_variant="d_model=8", config_hash="c", spec=spec,
+                 status=Status.FAILED, metric="bit_errors", higher_is_better=False)
+        trials = [("a", Phase.SEARCH, SEARCH, Status.FAILED, "FloatingPointError: loss is nan"),
+                  ("b", Phase.SEARCH, SEARCH, Status.KILLED, None),  # interrupted: no reason to show
+                  ("c", Phase.SEARCH, SEARCH, Status.FINISHED, None),
+                  ("d", Phase.SEED, 1, Status.KILLED, "RayTaskError: worker died")]
+        c.trials = [Trial(trial_key=k, phase=p, seed=seed, config=spec, config_hash="t", status=st, error=e)
+                    for k, p, seed, st, e in trials]
+        sweep.cells = [c]
+        s.add(sweep)
+        s.commit()
+    data = report.collect(cfg, "broken")
+    assert data["failures"] == [
+        {"mechanism": "lstm[d_model=8]", "task": "copy", "seed": SEARCH, "phase": "search", "status": "FAILED",
+         "error": "FloatingPointError: loss is nan"},
+        {"mechanism": "lstm[d_model=8]", "task": "copy", "seed": 1, "phase": "seed", "status": "KILLED",
+         "error": "RayTaskError: worker died"}]
+    first, note = data["summary"]
+    assert first == "copy: no finished cell." and note.startswith("2 trials failed (see Failed trials)")
+    assert "| lstm[d_model=8] | copy | 1 | seed | KILLED | RayTaskError: worker died |" in report.render_md(data)
+    assert "<td>RayTaskError: worker died</td>" in report.render_html(data, [])
+
+
 def test_importances_need_enough_completed_trials(tmp_path):
     assert report.importances("imp", f"sqlite:///{tmp_path / 'optuna.db'}") == ({}, "no Optuna study")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
@@ -185,3 +243,27 @@ def test_report_and_compare_commands(report_dir):
     assert len(rows) == 4 and all(r["difference"] == 0 and r["overlap"] is None for r in rows)  # 2 seeds: no paired verdict
     res = runner.invoke(amctl.app, ["compare", SWEEP, "nope"])
     assert res.exit_code == 2 and "no sweep or run named 'nope'" in res.output
+
+
+@pytest.mark.ray
+def test_the_quick_study_claims_no_paper_verdict_its_settings_do_not_allow(ray_local, settings):
+    """The quick study as shipped (its mechanisms, tasks, 3 seeds and search), only shorter: every paper row it
+    meets is in another setting (copy tested to 24, not 120; R=64, not 20; MQAR length 32), so none may say
+    'reproduces' or give a size, whatever the numbers."""
+    from amlab.platform.api import plan, sweep_data
+    from amlab.platform.report import collect
+    from amlab.platform.status import Kind
+    from amlab.platform.sweep import run_sweep
+
+    data = sweep_data(None, "quick", ["name=quick-verdicts", "train.steps=20", "train.eval_every=10",
+                                      "train.log_every=10", "train.eval_batches=1"])
+    assert data["seeds"] == [0, 1, 2]
+    assert run_sweep(plan(Kind.SWEEP, data), settings).status == "FINISHED"
+    got = collect(settings, "quick-verdicts")
+    rows = {r["paper"]: r for r in got["papers"]}
+    assert set(rows) == {"graves2014-copy", "ba2016-retrieval", "arora2023-mqar"}
+    for row in rows.values():
+        assert row["verdict"] == "different setting" and row["ours_size"] is None and row["differences"]
+    assert "paper: tested up to length 120; ours: task test_lens=8, 16, 24" in rows["graves2014-copy"]["differences"]
+    md = report.render_md(got)
+    assert "**reproduces**" not in md and "direction only" not in md

@@ -17,8 +17,8 @@ from amlab.platform.report.summarise import paper_rows, rank, reached, seed_stat
 from amlab.platform.results import cell_results
 from amlab.platform.settings import Settings
 from amlab.platform.spec import RunSpec
-from amlab.platform.status import Phase, study_name, test_key, val_key
-from amlab.platform.store import Store
+from amlab.platform.status import Phase, Status, study_name, test_key, val_key
+from amlab.platform.store import Store, Sweep
 from amlab.workloads.registry import TASKS
 
 MIN_IMPORTANCE_TRIALS = 4  # fANOVA on fewer completed trials says nothing
@@ -89,6 +89,14 @@ def compare(store: Store, a: str, b: str) -> list[dict[str, Any]]:
     return rows
 
 
+def failed_trials(sweep: Sweep) -> list[dict[str, Any]]:
+    """Trials that ended FAILED, or KILLED with an error, with the reason the store kept: why a cell may lack a value."""
+    return [{"mechanism": c.mechanism_label, "task": c.task_label, "seed": t.seed, "phase": str(t.phase),
+             "status": str(t.status), "error": t.error}
+            for c in sweep.cells for t in c.trials
+            if t.status == Status.FAILED or (t.status == Status.KILLED and t.error)]
+
+
 def _epoch_ms(t: datetime) -> float:
     return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp() * 1000
 
@@ -129,6 +137,7 @@ def collect(settings: Settings, name: str) -> dict[str, Any]:
         rows = {c.config_hash: c for c in sweep.cells}
         header = {"name": sweep.name, "status": sweep.status, "mlflow_run_id": sweep.mlflow_run_id,
                   "created_at": sweep.created_at.isoformat()[:19], "spec": sweep.spec}
+        failures = failed_trials(sweep)
         for c in cells:
             row = rows[c["config_hash"]]
             _cost_and_curves(c, row, client)
@@ -141,7 +150,8 @@ def collect(settings: Settings, name: str) -> dict[str, Any]:
     scale = {"steps": spec.get("train", {}).get("steps"), "seeds": len(spec.get("seeds", [])),
              "trials": spec.get("search", {}).get("trials")}
     return {**header, "scale": scale, "cells": cells, "tasks": _tasks(cells), "papers": paper_rows(cells, scale),
-            "summary": summary(cells), "generated_at": datetime.now(timezone.utc).isoformat()[:19]}
+            "failures": failures, "summary": summary(cells, failures),
+            "generated_at": datetime.now(timezone.utc).isoformat()[:19]}
 
 
 def _cost_and_curves(c: dict[str, Any], row, client) -> None:

@@ -31,6 +31,9 @@ LEGEND = (f"Values: mean over seeds of the test metric ± half-width of its {LEV
           f"best = every other cell is behind it (the {LEVEL} t-interval of the paired difference excludes 0); "
           f"tied = not separated from the best (that interval includes 0). With fewer than {stats.MIN_SEEDS} "
           f"paired seeds a task is not ranked: {stats.INSUFFICIENT}.")
+ERROR_CHARS = 200
+FAILURES_NOTE = ("First line of each error as the store kept it; the end of the traceback is the amctl.error tag of "
+                 "the trial's MLflow run (amctl status NAME --json lists the runs).")
 
 
 def matrix(data: dict[str, Any]) -> tuple[list[str], list[str], dict[tuple[str, str], dict[str, Any]]]:
@@ -49,6 +52,14 @@ def ranking(data: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def error_line(error: str | None) -> str:
+    """The first line of a trial's error, cut to ERROR_CHARS: a table cell states the reason, MLflow keeps the traceback."""
+    lines = (error or "").strip().splitlines()
+    if not lines:
+        return "no error recorded"
+    return lines[0] if len(lines[0]) <= ERROR_CHARS else lines[0][:ERROR_CHARS - 1] + "…"
+
+
 def secs(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f} s" if v < 120 else f"{v / 60:.1f} min"
 
@@ -62,8 +73,8 @@ def render_html(data: dict[str, Any], dump_heatmaps: list[dict[str, str]]) -> st
     return template.render(
         d=data, mechanisms=mechanisms, grid=grid, ranking=ranking(data), plots=curves(data), heatmaps=dump_heatmaps,
         axis_plots=axis_plots(data), capacity=axes.capacity(data["cells"]),
-        fmt=fmt, count=count, secs=secs, legend=LEGEND, level=LEVEL, min_seeds=stats.MIN_SEEDS,
-        min_trials=MIN_IMPORTANCE_TRIALS, target_fraction=TARGET_FRACTION,
+        fmt=fmt, count=count, secs=secs, error_line=error_line, failures_note=FAILURES_NOTE, legend=LEGEND, level=LEVEL,
+        min_seeds=stats.MIN_SEEDS, min_trials=MIN_IMPORTANCE_TRIALS, target_fraction=TARGET_FRACTION,
     )
 
 
@@ -95,6 +106,12 @@ def render_md(data: dict[str, Any]) -> str:
                      f"{c['state_size'] if c['state_size'] is not None else '-'} | {secs(c['wall_s'])} | "
                      f"{c['steps_per_s'] or 0:.1f} | {secs(c['time_to_target_s'])} | "
                      f"{fmt(c['trial_spread'], c['metric'])} | {c['status']} |")
+    if data["failures"]:
+        lines += ["", "## Failed trials", "", FAILURES_NOTE, "", "| mechanism | task | seed | phase | status | error |",
+                  "|---" * 6 + "|"]
+        for f in data["failures"]:
+            error = error_line(f["error"]).replace("|", r"\|")  # a bare | would end the cell
+            lines.append(f"| {f['mechanism']} | {f['task']} | {f['seed']} | {f['phase']} | {f['status']} | {error} |")
     lines += axes.render_md(data["cells"])
     if data["papers"]:
         lines += ["", "## Paper vs ours", "", "Only the direction and rough size of a gap are judged, and only where "

@@ -7,6 +7,7 @@ papers' settings and verdict rules from platform/papers.py.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from amlab.platform import stats
@@ -87,8 +88,12 @@ def rank(cells: list[dict[str, Any]]) -> None:
         stats.rank_cells(group, group[0]["higher_is_better"])
 
 
-def summary(cells: list[dict[str, Any]]) -> list[str]:
-    """A few sentences per task, generated from the numbers only, each interval labelled with its n."""
+def summary(cells: list[dict[str, Any]], failures: Sequence[dict[str, Any]] = ()) -> list[str]:
+    """A few sentences per task, generated from the numbers only, each interval labelled with its n.
+
+    With `failures` (collect's failed trials), one sentence more: a failure can leave a cell without a value,
+    and then without a rank, which the numbers alone do not say.
+    """
     lines = []
     for task in sorted({c["task"] for c in cells}):
         group = [c for c in cells if c["task"] == task and c["mean"] is not None]
@@ -114,6 +119,11 @@ def summary(cells: list[dict[str, Any]]) -> list[str]:
             text = (f"No mechanism solves {task} (target {target}, chance {fmt(group[0]['chance'], metric)}): "
                     + ", ".join(f"{c['mechanism']} {fmt_cell(c)}" for c in group) + ".")
         lines.append(text + " " + _ranking(task, group))
+    if failures:
+        n = len(failures)
+        lines.append(f"{n} trial{'s' if n > 1 else ''} failed (see Failed trials): a cell left without a full-length search "
+                     "trial or without a result on every seed has no value and is left out of its task's ranking; any other "
+                     "failed search trial only drops out of the search.")
     return lines
 
 

@@ -1,0 +1,58 @@
+"""Credentials never travel through Ray: what is redacted, what is withheld from a job, and the clear error when
+a cluster lacks what was withheld (no Ray needed here; the paths through Ray are in test_remote and test_sweep)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from amlab.platform.errors import StoreError
+from amlab.platform.settings import STORES, WITHHELD, Settings, check_withheld, redact, split_secrets, worker_settings
+
+PG = "postgresql://amctl:s3cret-pw@db.internal:5432/amctl"
+
+
+def test_a_password_in_a_url_is_shown_as_stars_and_nothing_else_changes():
+    assert redact(PG) == "postgresql://amctl:***@db.internal:5432/amctl"
+    assert redact("postgresql+psycopg://u:p%40ss@h/db?sslmode=require") == "postgresql+psycopg://u:***@h/db?sslmode=require"
+    for url in ("sqlite:////home/me/.amctl/amctl.db", "postgresql://postgres@127.0.0.1:5432/mlflow", "http://mlflow:5000",
+                "s3://bucket/prefix", "/plain/path"):
+        assert redact(url) == url
+
+
+def test_credentials_are_withheld_from_what_travels_and_the_rest_is_kept():
+    env = {"AMCTL_DB_URL": PG, "MLFLOW_TRACKING_URI": "http://mlflow:5000", "MLFLOW_TRACKING_TOKEN": "tok-123",
+           "AMCTL_HOME": "/data/amctl"}
+    public, withheld = split_secrets(env)
+    assert public == {"MLFLOW_TRACKING_URI": "http://mlflow:5000", "AMCTL_HOME": "/data/amctl"}
+    assert withheld == {"AMCTL_DB_URL": redact(PG), "MLFLOW_TRACKING_TOKEN": "***"}
+    assert "s3cret" not in json.dumps(withheld) and "tok-123" not in json.dumps(withheld)
+
+
+def test_a_job_driver_refuses_to_start_without_the_withheld_credentials(monkeypatch):
+    monkeypatch.setenv(WITHHELD, json.dumps({"AMCTL_DB_URL": redact(PG), "MLFLOW_TRACKING_TOKEN": "***"}))
+    monkeypatch.delenv("AMCTL_DB_URL", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
+    with pytest.raises(StoreError) as e:
+        check_withheld()
+    assert e.value.exit_code == 2 and "never sends credentials through Ray" in e.value.message
+    assert [p.split(" ")[0] for p in e.value.problems] == ["AMCTL_DB_URL", "MLFLOW_TRACKING_TOKEN"]
+    monkeypatch.setenv("AMCTL_DB_URL", PG.replace("s3cret-pw", "another"))  # the same store, whatever the password
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "tok-on-the-cluster")
+    check_withheld()
+    monkeypatch.setenv("AMCTL_DB_URL", PG.replace("db.internal", "elsewhere"))
+    with pytest.raises(StoreError):
+        check_withheld()
+
+
+def test_a_worker_whose_stores_are_not_the_drivers_refuses(monkeypatch, tmp_path):
+    monkeypatch.setenv("AMCTL_HOME", str(tmp_path))
+    monkeypatch.delenv("AMCTL_DB_URL", raising=False)
+    driver = Settings.load()
+    monkeypatch.setenv(STORES, driver.fingerprint())
+    assert worker_settings() == driver
+    monkeypatch.setenv("AMCTL_DB_URL", PG)  # e.g. a cluster node configured for another database
+    with pytest.raises(RuntimeError, match="give the cluster's nodes the driver's AMCTL_DB_URL"):
+        worker_settings()
+    assert "s3cret" not in Settings.load().fingerprint()

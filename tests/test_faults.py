@@ -1,0 +1,113 @@
+"""Faults on real Ray: a trial worker killed mid-training is retried from its checkpoint; an embedded Ray
+serves loopback only; nothing a trial receives carries the stores' URLs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+
+from amlab.platform.api import plan
+from amlab.platform.status import Kind, Status
+from amlab.platform.store import Store, Trial
+from amlab.platform.sweep import run_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def trial_rows(store: Store, name: str) -> list[Trial]:
+    with store.session() as s:
+        return [t for t in s.query(Trial).all() if t.cell.sweep.name == name]
+
+
+def trial_processes() -> list[psutil.Process]:
+    """The Ray actor processes running a Tune function trial right now."""
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        if any("ImplicitFunc" in part for part in p.info["cmdline"] or []):
+            out.append(p)
+    return out
+
+
+@pytest.mark.ray
+def test_a_killed_trial_worker_is_retried_from_its_checkpoint(ray_local, settings):
+    name = "retried"
+    launch = plan(Kind.SWEEP, {
+        "name": name, "mechanisms": {"lstm": {"d_model": 16}}, "tasks": {"copy": {"max_len": 4, "test_lens": [4, 8]}},
+        "seeds": [0], "train": {"steps": 1500, "batch_size": 8, "eval_every": 100, "log_every": 100, "eval_batches": 1},
+        "search": {"trials": 1, "scheduler": "fifo"}, "resources": {"max_failures": 1},
+    })
+    store, outcome = Store(settings.db_url), {}
+    driver = threading.Thread(target=lambda: outcome.update(result=run_sweep(launch, settings)))
+    driver.start()
+    deadline, killed = time.time() + 300, None
+    while time.time() < deadline and killed is None:  # past its first checkpoints, kill the trial's process
+        running = [t for t in trial_rows(store, name) if t.status == Status.RUNNING and t.steps_done >= 300]
+        procs = trial_processes()
+        if running and len(procs) == 1:
+            killed = running[0].mlflow_run_id
+            procs[0].kill()
+        time.sleep(0.2)
+    assert killed, "no trial got past step 300"
+    driver.join(600)
+    assert outcome["result"].status == Status.FINISHED
+
+    rows = trial_rows(store, name)
+    assert {t.status for t in rows} == {Status.FINISHED} and len(rows) == 2  # the cell is valued: search + seed 0
+    again = next(t for t in rows if t.mlflow_run_id == killed)
+    assert again.steps_done == 1500 and again.error.startswith("attempt 1 failed, retried:")
+    client = MlflowClient(settings.mlflow_uri)
+    assert client.get_run(killed).data.tags["amctl.retries"] == "1"
+    steps = [m.step for m in client.get_metric_history(killed, "train/loss")]
+    assert steps == list(range(100, 1501, 100)), "the retried trial logged a step twice or lost one"
+    with store.session() as s:
+        cell = store.sweep(s, name).cells[0]
+        assert cell.status == Status.FINISHED and cell.value is not None
+
+    # what each trial was handed (Tune's params.json) names no store
+    params = list(Path(settings.ray_storage, name).rglob("params.json"))
+    assert params and all(settings.db_url not in p.read_text() and settings.mlflow_uri not in p.read_text()
+                          for p in params)
+
+
+@pytest.mark.embedded
+def test_an_embedded_ray_listens_on_loopback_only(tmp_path):
+    """`amctl launch run` with no cluster starts its own Ray: no port of it may be reachable from the network."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"AMCTL_HOME": str(tmp_path)}
+    cmd = [sys.executable, str(REPO / "amctl.py"), "launch", "run", "-m", "lstm", "-t", "copy", "--json",
+           "--set", "train.steps=4000", "--set", "train.eval_every=1000", "--set", "mechanism.d_model=16"]
+    run = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    listening: dict[str, set[str]] = {}
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and run.poll() is None:
+            tree = psutil.Process(run.pid).children(recursive=True)
+            if any("ImplicitFunc" in " ".join(p.cmdline()) for p in tree if p.is_running()):  # a trial is training
+                for p in tree:
+                    try:
+                        names = p.name()
+                        listening.setdefault(names, set()).update(
+                            c.laddr.ip for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN)
+                    except psutil.NoSuchProcess:
+                        continue
+                break
+            time.sleep(0.5)
+        out, err = run.communicate(timeout=300)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, err[-3000:]
+    assert {"gcs_server", "raylet"} <= set(listening), f"Ray's processes were not seen: {sorted(listening)}"
+    exposed = {name: ips - LOOPBACK for name, ips in listening.items() if ips - LOOPBACK}
+    assert not exposed, f"listening beyond loopback: {exposed}"
+    assert sum(len(ips) for ips in listening.values()) >= 2
+    params = list(tmp_path.rglob("params.json"))
+    assert params and all("sqlite:" not in p.read_text() for p in params)  # the stores are not in what a trial gets
