@@ -16,7 +16,7 @@ from typing import Any
 
 import optuna
 
-from amlab.platform import lease, tracking
+from amlab.platform import lease, studies, tracking
 from amlab.platform.errors import SpecChanged
 from amlab.platform.launch import Launch
 from amlab.platform.settings import Settings
@@ -30,7 +30,6 @@ from amlab.platform.status import (
     Phase,
     Status,
     is_reported_metric,
-    study_name,
     test_key,
 )
 from amlab.platform.store import Cell, Store, Sweep, Trial
@@ -135,6 +134,13 @@ def open_launch(launch: Launch, settings: Settings, *, extend: bool = False) -> 
     return ctx, pending
 
 
+def has_trials(ctx: SweepContext, cells: list[CellPlan]) -> bool:
+    """Whether the store holds any trial of these cells: a Tune experiment of cells it has none of is not ours."""
+    ids = [ctx.cell_ids[c.key] for c in cells]
+    with ctx.store.session() as s:
+        return s.query(Trial.id).filter(Trial.cell_id.in_(ids)).first() is not None
+
+
 def _open_cell(ctx: SweepContext, s, sweep: Sweep, plan: CellPlan) -> Cell:
     entry = TASKS.get(plan.task)
     run_id = sweep.mlflow_run_id
@@ -143,8 +149,7 @@ def _open_cell(ctx: SweepContext, s, sweep: Sweep, plan: CellPlan) -> Cell:
                 "task": plan.task, "config_hash": plan.config_hash, "code_version": tracking.code_version(),
                 **variant_tags(plan)}
         run_id = tracking.start_run(ctx.client, ctx.experiment_id, plan.title, plan.base, tags, parent=sweep.mlflow_run_id)
-        optuna.create_study(study_name=study_name(ctx.sweep, plan.key), storage=ctx.settings.optuna_url,
-                            direction="minimize", load_if_exists=True)
+        studies.create(ctx.sweep, plan, ctx.settings.optuna_url)
     row = Cell(mechanism=plan.mechanism, task=plan.task, mechanism_variant=plan.mechanism_variant,
                task_variant=plan.task_variant, axes=plan.axes or None, config_hash=plan.config_hash, spec=plan.base,
                mlflow_run_id=run_id, metric=entry.metric, higher_is_better=entry.higher_is_better)

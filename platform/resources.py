@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import ray
 
 from amlab.platform.errors import ResourceError
-from amlab.platform.settings import STORES, Settings, check_withheld, split_secrets
+from amlab.platform.settings import Settings, check_withheld, split_secrets
 from amlab.platform.sweep_spec import ResourcesSpec
 from amlab.platform.trial import Placement
 
@@ -29,8 +29,9 @@ def ensure_ray(settings: Settings, address: str | None = None) -> None:
     """Start an embedded local Ray on loopback only (or join `address`), giving every worker the driver's stores.
 
     The store URLs reach an embedded Ray's workers by inheritance (they are children of this process); only
-    credential-free URLs and their redacted fingerprint are put in Ray's runtime env, which Ray writes to its
-    logs.  On a cluster, URLs with credentials come from the nodes' environment (settings.worker_settings).
+    credential-free URLs are put in Ray's runtime env, which Ray writes to its logs.  On a cluster, URLs with
+    credentials come from the nodes' environment; every trial checks its stores are the driver's
+    (settings.worker_settings against the fingerprint in its TrialConfig).
     """
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the progress display is ours; Tune's tables would interleave
     if ray.is_initialized():
@@ -38,8 +39,7 @@ def ensure_ray(settings: Settings, address: str | None = None) -> None:
     check_withheld()
     env = settings.store_env()
     os.environ.update(env)
-    public = split_secrets(env)[0] | {STORES: settings.fingerprint()}
-    os.environ[STORES] = public[STORES]
+    public = split_secrets(env)[0]
     where = {"address": address} if address or os.environ.get("RAY_ADDRESS") else {"_node_ip_address": LOOPBACK}
     ray.init(**where, log_to_driver=False, logging_level="ERROR", runtime_env={"env_vars": public})
 

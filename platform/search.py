@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import pickle
+from datetime import datetime
 from typing import Any
 
 import optuna
@@ -20,10 +21,10 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from amlab.platform import records
+from amlab.platform import records, studies
 from amlab.platform.records import SweepContext
 from amlab.platform.spec import dotted, validate_run
-from amlab.platform.status import OBJECTIVE, STEP, Phase, study_name
+from amlab.platform.status import OBJECTIVE, STEP, Phase
 from amlab.platform.sweep_spec import CellPlan, Dimension
 from amlab.platform.trial import KEY, Placement, TrialConfig, of
 
@@ -87,6 +88,9 @@ class CellSearcher(Searcher):
         self.best: dict[str, dict[str, Any] | None] = {}
         self.replicas: dict[str, list[int]] = {c.key: [] for c in cells}
         self.owner: dict[str, tuple[str, Phase, int, dict[str, Any]]] = {}
+        # for each search trial of a cell with a space, until it ends: when it was suggested and its objective by step
+        self.started: dict[str, datetime] = {}
+        self.curves: dict[str, dict[int, float]] = {}
         self._turn = 0
 
     def suggest(self, trial_id: str):
@@ -116,8 +120,15 @@ class CellSearcher(Searcher):
         spec = validate_run(merge(cell.base, {**params, "train": {**params.get("train", {}), "seed": seed}}))
         run_id = records.open_trial(self.ctx, cell, trial_id, phase, spec)
         self.owner[trial_id] = (cell.key, phase, seed, params)
+        if phase is Phase.SEARCH and cell.space:  # its study trial starts when suggested, as an Optuna trial does when asked
+            self.started[trial_id], self.curves[trial_id] = datetime.now(), {}
         return {KEY: TrialConfig(spec=spec, cell=cell.key, phase=phase, run_id=run_id, storage_path=self.storage_path,
-                                 placement=self.placement)}
+                                 placement=self.placement, stores=self.ctx.settings.fingerprint())}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Keep each evaluation's objective: on_trial_complete gets only the last result, the study wants the curve."""
+        if trial_id in self.curves and OBJECTIVE in result:
+            self.curves[trial_id][int(result[STEP])] = result[OBJECTIVE]
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id not in self.owner:
@@ -131,10 +142,14 @@ class CellSearcher(Searcher):
         cell = self.cells[key]
         self.done[key][trial_id] = {
             "objective": None if error else result.get(OBJECTIVE), "params": params,
-            "full": not error and result.get(STEP) == cell.base["train"]["steps"],
+            "full": not error and result.get(STEP) == cell.base["train"]["steps"], "error": error,
         }
         if cell.space:
-            mirror_to_optuna(self.ctx, cell, trial_id, params, self.done[key][trial_id], seed)
+            curve = self.curves.pop(trial_id)
+            if OBJECTIVE in result:  # the result ASHA stopped it on reaches only on_trial_complete
+                curve[int(result[STEP])] = result[OBJECTIVE]
+            studies.mirror(self.ctx.settings.optuna_url, self.ctx.sweep, cell, trial_id, seed, self.done[key][trial_id],
+                           curve=curve, started=self.started.pop(trial_id), completed=datetime.now())
         if len(self.done[key]) == self.search_total[key]:
             scored = [d for d in self.done[key].values() if d["objective"] is not None and math.isfinite(d["objective"])]
             full = [d for d in scored if d["full"]] or scored
@@ -147,29 +162,6 @@ class CellSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
-
-
-def mirror_to_optuna(ctx: SweepContext, cell: CellPlan, trial_id: str, params: dict, done: dict, seed: int) -> None:
-    """Copy a finished search trial into the cell's persistent study (optuna-dashboard reads it); idempotent."""
-    study = optuna.load_study(study_name=study_name(ctx.sweep, cell.key), storage=ctx.settings.optuna_url)
-    if any(t.user_attrs.get("tune_trial_id") == trial_id for t in study.get_trials(deepcopy=False)):
-        return
-    flat = {f"{section}.{k}": v for section, values in params.items() for k, v in values.items()}
-    dists = {}
-    for key, value in flat.items():
-        d = cell.space[key]
-        if d.choices is not None:
-            dists[key] = optuna.distributions.CategoricalDistribution(d.choices)
-        elif isinstance(value, int):
-            dists[key] = optuna.distributions.IntDistribution(int(d.low), int(d.high), log=d.log)
-        else:
-            dists[key] = optuna.distributions.FloatDistribution(d.low, d.high, log=d.log)
-    ok = done["objective"] is not None and math.isfinite(done["objective"])
-    study.add_trial(optuna.trial.create_trial(
-        params=flat, distributions=dists, value=done["objective"] if ok else None,
-        state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL,
-        user_attrs={"tune_trial_id": trial_id, "seed": seed, "early_stopped": not done["full"]},
-    ))
 
 
 class CellScheduler(FIFOScheduler):

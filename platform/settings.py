@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-STORES = "AMCTL_STORES"  # the driver's store URLs, redacted: a worker checks that its own match
 WITHHELD = "AMCTL_WITHHELD"  # what a submitter kept out of a job's runtime env (redacted): the cluster must provide it
 CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 
@@ -83,15 +82,14 @@ def check_withheld() -> None:
                          "them; set them on its nodes (cluster/README.md, 'Stores')", wrong)
 
 
-def worker_settings() -> Settings:
-    """The stores as a trial's worker sees them, refused when they are not the driver's.
+def worker_settings(expected: str | None) -> Settings:
+    """The stores as a trial's worker sees them, refused when they are not the driver's (`expected`: its fingerprint).
 
     Credentials never travel through Ray (its runtime-env logs and Tune's params would keep them): an embedded
     Ray's workers inherit them from the driver's process; on a cluster they come from the nodes' own environment
     (cluster/README.md).  A worker whose environment points elsewhere would log into another database unseen.
     """
     settings = Settings.load()
-    expected = os.environ.get(STORES)
     if expected and expected != settings.fingerprint():
         raise RuntimeError(f"this worker's stores are {settings.fingerprint()} but the driver's are {expected}: "
                            "give the cluster's nodes the driver's AMCTL_DB_URL, MLFLOW_TRACKING_URI and "

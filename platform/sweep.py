@@ -10,6 +10,7 @@ concurrently whenever the cluster has room.
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,6 +94,8 @@ def _tune(launch: Launch, ctx: SweepContext, pending: list[CellPlan], settings: 
     storage = tune_storage(settings, launch.name)
     path = os.path.join(storage, config_hash(sorted(c.config_hash for c in pending))[:12])
     trainable = tune.with_resources(run_trial, plan.request)
+    if tune.Tuner.can_restore(path) and not records.has_trials(ctx, pending):
+        shutil.rmtree(path)  # left by a store since replaced (e.g. a corrupted one moved aside): resume nothing from it
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
         attach_display(tuner, display)

@@ -127,7 +127,7 @@ def train_loop(trial: TrialConfig, session: LocalSession | TrainSession) -> None
     torch.set_num_threads(trial.placement.threads)
     rank, world = session.rank, session.world_size
     device = session.device(t.device)
-    log = RunLogger(worker_settings().mlflow_uri, trial.run_id) if trial.tracked and rank == 0 else None
+    log = RunLogger(worker_settings(trial.stores).mlflow_uri, trial.run_id) if trial.tracked and rank == 0 else None
     live = RayMetrics.if_in_ray(spec, rank, trial.run_id or "")
 
     # model, optimizer, data: identical init on every rank; each rank draws its own shard

@@ -32,6 +32,7 @@ class TrialConfig:
     cell: str = ""  # the cell key (scheduler and display group trials by it)
     phase: Phase = Phase.SEARCH
     run_id: str | None = None  # its MLflow run (the stores come from the worker's environment); None: nothing logged
+    stores: str | None = None  # the driver's store URLs, redacted (Settings.fingerprint): the worker's must match
     storage_path: str | None = None  # Ray storage for a DDP trial's Train run
     scratch: str | None = None  # the trial's own folder for checkpoint temporaries (None: the system temp dir)
     placement: Placement = Placement()

@@ -30,7 +30,7 @@ def small(name: str, mechanism: str) -> dict:
 def test_three_sweeps_and_status_readers_at_once_on_a_fresh_home(ray_local, tmp_path):
     home = tmp_path / "fresh-home"  # does not exist yet: the first of these processes creates it and the schema
     env = {**os.environ, "AMCTL_HOME": str(home), "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    for var in ("AMCTL_DB_URL", "MLFLOW_TRACKING_URI", "AMCTL_OPTUNA_URL", "AMCTL_RAY_STORAGE", "AMCTL_STORES"):
+    for var in ("AMCTL_DB_URL", "MLFLOW_TRACKING_URI", "AMCTL_OPTUNA_URL", "AMCTL_RAY_STORAGE"):
         env.pop(var, None)
     names = {"conc-a": "lstm", "conc-b": "gru", "conc-c": "rnn"}
     for name, mechanism in names.items():

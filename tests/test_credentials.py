@@ -8,7 +8,7 @@ import json
 import pytest
 
 from amlab.platform.errors import StoreError
-from amlab.platform.settings import STORES, WITHHELD, Settings, check_withheld, redact, split_secrets, worker_settings
+from amlab.platform.settings import WITHHELD, Settings, check_withheld, redact, split_secrets, worker_settings
 
 PG = "postgresql://amctl:s3cret-pw@db.internal:5432/amctl"
 
@@ -50,9 +50,8 @@ def test_a_worker_whose_stores_are_not_the_drivers_refuses(monkeypatch, tmp_path
     monkeypatch.setenv("AMCTL_HOME", str(tmp_path))
     monkeypatch.delenv("AMCTL_DB_URL", raising=False)
     driver = Settings.load()
-    monkeypatch.setenv(STORES, driver.fingerprint())
-    assert worker_settings() == driver
+    assert worker_settings(driver.fingerprint()) == driver
     monkeypatch.setenv("AMCTL_DB_URL", PG)  # e.g. a cluster node configured for another database
     with pytest.raises(RuntimeError, match="give the cluster's nodes the driver's AMCTL_DB_URL"):
-        worker_settings()
+        worker_settings(driver.fingerprint())
     assert "s3cret" not in Settings.load().fingerprint()

@@ -111,3 +111,30 @@ def test_an_embedded_ray_listens_on_loopback_only(tmp_path):
     assert sum(len(ips) for ips in listening.values()) >= 2
     params = list(tmp_path.rglob("params.json"))
     assert params and all("sqlite:" not in p.read_text() for p in params)  # the stores are not in what a trial gets
+
+
+@pytest.mark.ray
+def test_a_relaunch_over_a_replaced_store_resumes_nothing_it_does_not_account_for(ray_local, tmp_path):
+    """The stores moved aside (as after a corrupted amctl.db), the same launch starts afresh: it must not restore
+    the old Tune experiment, whose trials the new store has never heard of."""
+    import yaml
+
+    spec = {"name": "replaced", "mechanisms": {"lstm": {"d_model": 8}}, "tasks": {"copy": {"max_len": 4, "test_lens": [4]}},
+            "seeds": [0], "train": {"steps": 20, "batch_size": 8, "eval_every": 10, "log_every": 10, "eval_batches": 1},
+            "search": {"trials": 1, "scheduler": "fifo"}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k not in ("AMCTL_DB_URL", "MLFLOW_TRACKING_URI", "AMCTL_OPTUNA_URL")}
+    env |= {"AMCTL_HOME": str(home), "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    cmd = [sys.executable, str(REPO / "amctl.py"), "launch", "sweep", str(tmp_path / "spec.yaml"), "--json"]
+    for attempt in ("first", "over a replaced store"):
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{attempt}: {done.stderr[-3000:]}"
+        rows = trial_rows(Store(f"sqlite:///{home / 'amctl.db'}"), "replaced")
+        assert len(rows) == 2 and {t.status for t in rows} == {Status.FINISHED} and all(t.steps_done == 20 for t in rows)
+        aside = tmp_path / "aside"
+        aside.mkdir(exist_ok=True)
+        for db in ("amctl.db", "mlflow.db", "optuna.db"):
+            for part in home.glob(f"{db}*"):  # with its -wal and -shm, if any
+                part.rename(aside / f"{part.name}.{attempt.split()[0]}")
+    assert (home / "ray" / "replaced").is_dir()  # the old Tune folder was there all along

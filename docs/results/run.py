@@ -43,10 +43,10 @@ def main() -> None:
     else:
         home = tempfile.mkdtemp(prefix="amctl-ledger-")
         extra = ["--address", args.address] if args.address else []
-        started = time.time()
+        started, sha = time.time(), git_sha()  # the code the sweep runs: the checkout as it is now
         launched = subprocess.run([*AMCTL, "launch", "sweep", "--preset", args.preset, *extra],
                                   env={**os.environ, "AMCTL_HOME": home})
-        run = {"wall": time.time() - started, "sha": git_sha(), "finished": datetime.now(timezone.utc).isoformat()[:16],
+        run = {"wall": time.time() - started, "sha": sha, "finished": datetime.now(timezone.utc).isoformat()[:16],
                "address": args.address}
         (Path(home) / "ledger.json").write_text(json.dumps(run))
         if launched.returncode != 0:

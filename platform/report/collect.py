@@ -113,6 +113,8 @@ def importances(study: str, optuna_url: str) -> tuple[dict[str, float], str]:
 
 
 def importances_of(study) -> tuple[dict[str, float], str]:
+    """fANOVA over the COMPLETE (full-length) trials, the ones Optuna's evaluators read: an ASHA-stopped trial is
+    PRUNED, its value measured after fewer steps than the others'."""
     import optuna
 
     done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
