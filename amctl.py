@@ -257,7 +257,7 @@ def ui(
 def server(
     port: Annotated[int, typer.Option(help="Port.")] = 5000,
     host: Annotated[str, typer.Option(help="Interface; 0.0.0.0 serves the cluster (put it behind auth).")] = "127.0.0.1",
-    backend: Annotated[str | None, typer.Option(help="MLflow backend store; default: MLFLOW_TRACKING_URI's database.")] = None,
+    backend: Annotated[str | None, typer.Option(help="Database; default: MLFLOW_BACKEND_STORE_URI, MLFLOW_TRACKING_URI.")] = None,
     artifacts: Annotated[str | None, typer.Option(help="Artifact root: s3://, gs://, a folder; default AMCTL_ARTIFACTS.")] = None,
     workers: Annotated[int, typer.Option(help="Server worker processes.")] = 2,
 ) -> None:

@@ -8,6 +8,7 @@ work starts.  Nothing here imports the CLI.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import Any
 from amlab.platform import lease
 from amlab.platform.errors import BadInput, SweepActive
 from amlab.platform.launch import Launch
-from amlab.platform.settings import Settings
+from amlab.platform.settings import Settings, redact
 from amlab.platform.spec import SpecError, apply_overrides, load_yaml, validate_run
 from amlab.platform.status import Kind, Status, study_name
 from amlab.platform.store import Store, Transition
@@ -266,8 +267,9 @@ def ui_command(port: int | None, optuna_ui: bool) -> tuple[list[str], str, Path]
         cmd = [str(Path(sys.executable).with_name("optuna-dashboard")), "--host", "127.0.0.1", "--port", str(port),
                cfg.optuna_url]
     else:
+        backend_by_env(cfg.mlflow_uri)
         cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-               "--backend-store-uri", cfg.mlflow_uri, "--default-artifact-root", cfg.artifacts, "--workers", "1"]
+               "--default-artifact-root", cfg.artifacts, "--workers", "1"]
     (cfg.home / "logs").mkdir(exist_ok=True)
     return cmd, f"http://127.0.0.1:{port}", cfg.home / "logs" / ("optuna-dashboard.log" if optuna_ui else "mlflow-ui.log")
 
@@ -275,11 +277,22 @@ def ui_command(port: int | None, optuna_ui: bool) -> tuple[list[str], str, Path]
 def server_command(port: int, host: str, backend: str | None, artifacts: str | None, workers: int) -> list[str]:
     """The MLflow tracking server a cluster logs to: a SQL backend, artifacts proxied to S3/GCS or a folder."""
     cfg = settings()
-    backend = backend or cfg.mlflow_uri
+    backend = backend or os.environ.get("MLFLOW_BACKEND_STORE_URI") or cfg.mlflow_uri
     if backend.startswith(("http://", "https://")):
-        raise BadInput(f"MLFLOW_TRACKING_URI is a server ({backend}); give --backend postgresql://.../mlflow")
+        raise BadInput(f"MLFLOW_TRACKING_URI is a server ({redact(backend)}); give --backend postgresql://.../mlflow")
+    destination = artifacts or cfg.artifacts
+    if destination.startswith("mlflow-artifacts:"):
+        raise BadInput(f"AMCTL_ARTIFACTS is {destination}, the clients' view of this server; give --artifacts s3://... "
+                       "(or gs://, a folder): where the server keeps them")
+    backend_by_env(backend)
     return [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", str(workers),
-            "--backend-store-uri", backend, "--serve-artifacts", "--artifacts-destination", artifacts or cfg.artifacts]
+            "--serve-artifacts", "--artifacts-destination", destination]
+
+
+def backend_by_env(uri: str) -> None:
+    """The server's database URL goes to it in the environment (MLflow's MLFLOW_BACKEND_STORE_URI), not on its
+    command line, where every user of the machine could read a password in `ps`."""
+    os.environ["MLFLOW_BACKEND_STORE_URI"] = uri
 
 
 def cluster_command(action: str, config: Path) -> list[str]:

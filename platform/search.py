@@ -145,11 +145,11 @@ class CellSearcher(Searcher):
             "full": not error and result.get(STEP) == cell.base["train"]["steps"], "error": error,
         }
         if cell.space:
-            curve = self.curves.pop(trial_id)
+            curve = self.curves.pop(trial_id, {})  # {} for a trial suggested by a searcher saved before curves were kept
             if OBJECTIVE in result:  # the result ASHA stopped it on reaches only on_trial_complete
                 curve[int(result[STEP])] = result[OBJECTIVE]
             studies.mirror(self.ctx.settings.optuna_url, self.ctx.sweep, cell, trial_id, seed, self.done[key][trial_id],
-                           curve=curve, started=self.started.pop(trial_id), completed=datetime.now())
+                           curve=curve, started=self.started.pop(trial_id, None) or datetime.now(), completed=datetime.now())
         if len(self.done[key]) == self.search_total[key]:
             scored = [d for d in self.done[key].values() if d["objective"] is not None and math.isfinite(d["objective"])]
             full = [d for d in scored if d["full"]] or scored

@@ -55,3 +55,21 @@ def test_a_worker_whose_stores_are_not_the_drivers_refuses(monkeypatch, tmp_path
     with pytest.raises(RuntimeError, match="give the cluster's nodes the driver's AMCTL_DB_URL"):
         worker_settings(driver.fingerprint())
     assert "s3cret" not in Settings.load().fingerprint()
+
+
+def test_the_mlflow_server_gets_its_database_url_in_its_environment_not_its_command_line(monkeypatch, tmp_path):
+    import os
+
+    from amlab.platform import api
+    from amlab.platform.errors import BadInput
+
+    monkeypatch.setenv("AMCTL_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_BACKEND_STORE_URI", raising=False)
+    cmd = api.server_command(5000, "0.0.0.0", PG.replace("/amctl", "/mlflow"), "s3://bucket/artifacts", 2)
+    assert not any("s3cret" in part or part.startswith("postgresql") for part in cmd)
+    assert os.environ["MLFLOW_BACKEND_STORE_URI"] == PG.replace("/amctl", "/mlflow")  # what the child inherits
+    monkeypatch.setenv("AMCTL_ARTIFACTS", "mlflow-artifacts:/experiments")  # the clients' view: not a destination
+    with pytest.raises(BadInput, match="give --artifacts"):
+        api.server_command(5000, "0.0.0.0", None, None, 2)
+    cmd, _, _ = api.ui_command(5001, False)
+    assert "--backend-store-uri" not in cmd and os.environ["MLFLOW_BACKEND_STORE_URI"].startswith("sqlite:")
