@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import ray
 
 from amlab.platform.errors import ResourceError
-from amlab.platform.settings import Settings, check_withheld, split_secrets
+from amlab.platform.settings import OFFLINE, Settings, check_withheld, split_secrets
 from amlab.platform.sweep_spec import ResourcesSpec
 from amlab.platform.trial import Placement
 
@@ -39,7 +39,7 @@ def ensure_ray(settings: Settings, address: str | None = None) -> None:
     check_withheld()
     env = settings.store_env()
     os.environ.update(env)
-    public = split_secrets(env)[0]
+    public = split_secrets(env)[0] | OFFLINE
     where = {"address": address} if address or os.environ.get("RAY_ADDRESS") else {"_node_ip_address": LOOPBACK}
     ray.init(**where, log_to_driver=False, logging_level="ERROR", runtime_env={"env_vars": public})
 

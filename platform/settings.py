@@ -8,6 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+# No network at run time but loopback: Ray's usage statistics and MLflow's telemetry would phone home.  Set for
+# this process on import (every amctl process imports this module first) and handed to every worker (ensure_ray).
+OFFLINE = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+for _key, _value in OFFLINE.items():
+    os.environ.setdefault(_key, _value)
 WITHHELD = "AMCTL_WITHHELD"  # what a submitter kept out of a job's runtime env (redacted): the cluster must provide it
 CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 

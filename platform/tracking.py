@@ -5,15 +5,22 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from amlab.platform.settings import Settings
 
+if TYPE_CHECKING:
+    from torch import nn
+
 EXPERIMENT = "amctl"
+MODEL = "model"  # a trial's trained model: mlflow.pytorch.load_model(f"runs:/{run_id}/model")
+SYSTEM_METRICS_INTERVAL_S = 2.0  # trials last minutes: MLflow's default 10 s would draw a handful of points
 for _name in ("mlflow", "alembic"):  # schema-creation notices would break into amctl's progress display
     logging.getLogger(_name).setLevel(logging.WARNING)
 
@@ -79,6 +86,7 @@ class RunLogger:
     """
 
     def __init__(self, tracking_uri: str, run_id: str):
+        self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.run_id = run_id
         self._buffer: list[Metric] = []
@@ -100,6 +108,54 @@ class RunLogger:
     def artifacts(self, local_dir: str | os.PathLike, path: str) -> None:
         self.client.log_artifacts(self.run_id, str(local_dir), path)
 
+    def model(self, module: nn.Module, step: int) -> None:
+        """Log `module` as this run's MLflow model `MODEL`, linked to the metrics logged at `step`.
+
+        Pickled, not MLflow's default pt2: torch.export fails on some mechanisms (the mixers' data-dependent
+        offsets) and takes up to ~45 s on others, where pickling takes milliseconds and loads back amctl's own
+        module class; loading it therefore needs MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true.  The pickle names
+        the classes in `amlab.workloads`, so the loader needs amctl installed, which is also why there are
+        no code_paths (they cannot recreate the `amlab.` package names).  Requirements are given, not
+        inferred: inference loads the model again in a subprocess.
+
+        The LoggedModel is created here, in the run's experiment: given only a run id, log_model files it
+        under the Default experiment, whose artifacts land in the working directory, and `runs:/` URIs look
+        for it in the run's experiment.  log_model still reads MLflow's process-wide tracking URI (it takes
+        no client), so that is pointed at this run's store, the worker's only one.
+        """
+        from importlib.metadata import version
+
+        import mlflow
+        import mlflow.pytorch
+        import torch
+
+        run = self.client.get_run(self.run_id)
+        logged = self.client.create_logged_model(run.info.experiment_id, name=MODEL, source_run_id=self.run_id,
+                                                 params=run.data.params)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.pytorch.log_model(module, name=MODEL, model_id=logged.model_id, run_id=self.run_id, step=step,
+                                 serialization_format="pickle",
+                                 pip_requirements=[f"amctl=={version('amctl')}", f"torch=={torch.__version__}"])
+
+
+@contextmanager
+def system_metrics(tracking_uri: str, run_id: str, node: str | None) -> Iterator[None]:
+    """Sample this machine into the run while the block runs: `system/<node>/...` (`system/...` when node is None).
+
+    CPU, memory, disk and network, plus NVIDIA GPUs where nvidia-ml-py is installed; values are the node's,
+    not the process's.  MLflow's monitor samples in a daemon thread, spends at most a tenth of its time
+    logging, and stops by itself once the run is closed; it is stopped here however the block ends.
+    """
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S, samples_before_logging=1,
+                                   resume_logging=True, node_id=node, tracking_uri=tracking_uri)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
+
 
 def hard_delete_runs(c: MlflowClient, run_ids: list[str]) -> None:
     """Delete runs with their artifacts for good, as `mlflow gc` does; a tracking server only soft-deletes them."""
@@ -111,8 +167,15 @@ def hard_delete_runs(c: MlflowClient, run_ids: list[str]) -> None:
             run = c.get_run(run_id)
         except Exception:  # already gone
             continue
+        # its logged models (the trained model) keep their artifacts beside the experiment's runs, not in the run's
+        models = c.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
         if not hasattr(store, "_hard_delete_run"):
+            for model in models:
+                c.delete_logged_model(model.model_id)
             c.delete_run(run_id)
             continue
+        for model in models:
+            get_artifact_repository(model.artifact_location).delete_artifacts()
+            store._hard_delete_logged_model(model.model_id)
         get_artifact_repository(run.info.artifact_uri).delete_artifacts()
         store._hard_delete_run(run_id)

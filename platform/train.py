@@ -29,7 +29,7 @@ from amlab.platform.sessions import CHECKPOINT, LocalSession, RayMetrics, TrainS
 from amlab.platform.settings import worker_settings
 from amlab.platform.spec import RunSpec, TrainSpec
 from amlab.platform.status import EVALS, OBJECTIVE, PARAMS_COUNT, STATE_SIZE, STEP, TRAIN_LOSS
-from amlab.platform.tracking import RunLogger
+from amlab.platform.tracking import RunLogger, system_metrics
 from amlab.platform.trial import KEY, TrialConfig, of
 from amlab.workloads.model import build_model, compute_loss, count_params
 from amlab.workloads.registry import TASKS
@@ -121,13 +121,24 @@ def dump_introspection(model: nn.Module, task: Task, spec: RunSpec, device: torc
 # -- the loop -------------------------------------------------------------------------------------
 
 def train_loop(trial: TrialConfig, session: LocalSession | TrainSession) -> None:
-    """Train one trial's spec, reporting through `session` (local, Tune or a Ray Train worker)."""
+    """Train one trial's spec, reporting through `session` (local, Tune or a Ray Train worker).
+
+    A tracked trial's every rank samples its machine into the run while it trains (one series per DDP rank).
+    """
+    if not trial.tracked:
+        _train(trial, session, None)
+        return
+    uri, rank = worker_settings(trial.stores).mlflow_uri, session.rank
+    with system_metrics(uri, trial.run_id, f"rank_{rank}" if session.world_size > 1 else None):
+        _train(trial, session, RunLogger(uri, trial.run_id) if rank == 0 else None)
+
+
+def _train(trial: TrialConfig, session: LocalSession | TrainSession, log: RunLogger | None) -> None:
     spec = trial.spec
     t = spec.train
     torch.set_num_threads(trial.placement.threads)
     rank, world = session.rank, session.world_size
     device = session.device(t.device)
-    log = RunLogger(worker_settings(trial.stores).mlflow_uri, trial.run_id) if trial.tracked and rank == 0 else None
     live = RayMetrics.if_in_ray(spec, rank, trial.run_id or "")
 
     # model, optimizer, data: identical init on every rank; each rank draws its own shard
@@ -198,13 +209,14 @@ def train_loop(trial: TrialConfig, session: LocalSession | TrainSession) -> None
             if checkpoint is not None:
                 shutil.rmtree(checkpoint, ignore_errors=True)  # the session has persisted it
 
-    if rank == 0 and log:
+    if log:  # rank 0 of a tracked trial
         with tempfile.TemporaryDirectory(prefix="amctl-final-", dir=scratch) as tmp:
             tmp = Path(tmp)
             save_checkpoint(tmp, model, opt, sched, t.steps)
-            log.artifacts(tmp, "checkpoint")
+            log.artifacts(tmp, "checkpoint")  # what a resumed trial restores; the model below is for loading
             if dump_introspection(model, task, spec, device, tmp / "dumps"):
                 log.artifacts(tmp / "dumps", "dumps")
+        log.model(model.cpu(), t.steps)  # the unwrapped module (not DDP's wrapper), on CPU: it loads without a GPU
 
 
 def run_trial(config: dict[str, Any]) -> None:

@@ -73,3 +73,16 @@ def test_the_mlflow_server_gets_its_database_url_in_its_environment_not_its_comm
         api.server_command(5000, "0.0.0.0", None, None, 2)
     cmd, _, _ = api.ui_command(5001, False)
     assert "--backend-store-uri" not in cmd and os.environ["MLFLOW_BACKEND_STORE_URI"].startswith("sqlite:")
+
+
+def test_no_usage_statistics_or_telemetry_leave_the_machine(tmp_path):
+    """Ray's usage stats and MLflow's telemetry are off in every amctl process and in what it hands its workers."""
+    import subprocess
+    import sys
+
+    code = ("import os, amlab.platform.settings as s; "
+            "print(all(os.environ[k] == v for k, v in s.OFFLINE.items()), sorted(s.OFFLINE))")
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("RAY_USAGE_STATS_ENABLED", "DO_NOT_TRACK",
+                                                                            "MLFLOW_DISABLE_TELEMETRY")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "True ['DO_NOT_TRACK', 'MLFLOW_DISABLE_TELEMETRY', 'RAY_USAGE_STATS_ENABLED']"

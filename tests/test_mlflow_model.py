@@ -1,0 +1,94 @@
+"""A tracked trial's MLflow run, without Ray: the trained model loads back by URI, system metrics are sampled,
+the run is left RUNNING for the driver to close, and deleting the run deletes its model."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import mlflow.pytorch
+import pytest
+import torch
+from mlflow import MlflowClient
+from torch import nn
+
+from amlab.platform import tracking
+from amlab.platform.sessions import CHECKPOINT, LocalSession
+from amlab.platform.spec import validate_run
+from amlab.platform.train import evaluate, train_loop
+from amlab.platform.trial import Placement, TrialConfig
+from amlab.workloads.registry import TASKS
+
+SPEC = validate_run({
+    "mechanism": {"name": "lstm", "d_model": 16},
+    "task": {"name": "copy", "max_len": 4, "test_lens": [4, 8]},
+    "train": {"steps": 40, "batch_size": 8, "eval_every": 20, "log_every": 10, "eval_batches": 1},
+})
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """(client, experiment id): one SQLite store for the module (creating MLflow's schema takes seconds)."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    c = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    return c, c.create_experiment(tracking.EXPERIMENT, artifact_location=(folder / "artifacts").as_uri())
+
+
+@pytest.fixture
+def tracked(store, tmp_path, monkeypatch):
+    """(client, run id): a run created as the driver creates a trial's, the worker's environment pointing at it."""
+    c, exp = store
+    monkeypatch.setenv("AMCTL_HOME", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", c.tracking_uri)
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")  # the model is pickled (RunLogger.model)
+    monkeypatch.setattr(tracking, "SYSTEM_METRICS_INTERVAL_S", 0.2)  # a few samples within a trial of seconds
+    # log_model points MLflow's process-wide tracking URI at the store: put it back for the tests that follow
+    monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)
+    return c, tracking.start_run(c, exp, "trial", SPEC.normalised(), {})
+
+
+def test_the_trained_model_loads_by_run_uri_and_scores_what_the_run_logged(tracked, tmp_path):
+    c, run_id = tracked
+    session = LocalSession()
+    train_loop(TrialConfig(spec=SPEC, run_id=run_id, placement=Placement(threads=1)), session)
+
+    loaded = mlflow.pytorch.load_model(f"runs:/{run_id}/{tracking.MODEL}")
+    assert isinstance(loaded, nn.Module)
+    state = torch.load(c.download_artifacts(run_id, f"checkpoint/{CHECKPOINT}", str(tmp_path)), weights_only=False)
+    weights = loaded.state_dict()
+    assert weights.keys() == state["model"].keys()
+    assert all(torch.equal(weights[k], v) for k, v in state["model"].items())
+
+    task = TASKS.get(SPEC.task.name).build(SPEC.task_params())
+    scores = evaluate(loaded, task, SPEC, "test", torch.device("cpu"))
+    logged = {m.step: m.value for m in c.get_metric_history(run_id, "test/bit_errors")}
+    assert scores["test/bit_errors"] == logged[SPEC.train.steps] == session.reports[-1]["test/bit_errors"]
+
+    run = c.get_run(run_id)
+    assert run.info.status == "RUNNING"  # the driver closes a trial's run, not the trial
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
+    assert not any(t.name == "SystemMetricsMonitor" for t in threading.enumerate())
+
+
+def test_system_metrics_carry_the_rank_and_stop_when_the_block_fails(tracked):
+    c, run_id = tracked
+    with pytest.raises(RuntimeError, match="diverged"), tracking.system_metrics(c.tracking_uri, run_id, "rank_1"):
+        time.sleep(0.5)
+        raise RuntimeError("the trial diverged")
+    assert not any(t.name == "SystemMetricsMonitor" for t in threading.enumerate())
+    keys = set(c.get_run(run_id).data.metrics)
+    assert "system/rank_1/cpu_utilization_percentage" in keys
+    assert all(k.startswith("system/rank_1/") for k in keys)
+
+
+def test_deleting_a_run_deletes_its_model(tracked):
+    c, run_id = tracked
+    tracking.RunLogger(c.tracking_uri, run_id).model(nn.Linear(2, 2), step=0)
+    exp, mine = c.get_run(run_id).info.experiment_id, f"source_run_id = '{run_id}'"
+    [model] = c.search_logged_models([exp], filter_string=mine)
+    folder = Path(model.artifact_location.removeprefix("file://"))
+    assert (folder / "MLmodel").exists()
+    tracking.hard_delete_runs(c, [run_id])
+    assert not c.search_logged_models([exp], filter_string=mine)
+    assert not folder.exists()
