@@ -146,6 +146,7 @@ def _open_cell(ctx: SweepContext, s, sweep: Sweep, plan: CellPlan) -> Cell:
     run_id = sweep.mlflow_run_id
     if ctx.kind is Kind.SWEEP:
         tags = {"amctl.kind": "cell", "amctl.sweep": ctx.sweep, "amctl.cell": plan.key, "mechanism": plan.mechanism,
+                "mlflow.note.content": f"{plan.title}: {len(plan.seeds)} seeds, {plan.search.trials} search trials",
                 "task": plan.task, "config_hash": plan.config_hash, "code_version": tracking.code_version(),
                 **variant_tags(plan)}
         run_id = tracking.start_run(ctx.client, ctx.experiment_id, plan.title, plan.base, tags, parent=sweep.mlflow_run_id)
@@ -264,7 +265,8 @@ def finalize(ctx: SweepContext, cells: list[CellPlan], *, interrupted: bool = Fa
             status = aggregate(cell, plan)
             _set(ctx, s, cell, status, mlflow=sweep_level and status.terminal)
             if sweep_level and cell.value is not None:
-                ctx.client.log_metric(cell.mlflow_run_id, f"{test_key(cell.metric)}/median", cell.value)
+                tracking.log_cell(ctx.client, cell.mlflow_run_id, test_key(cell.metric), cell.metric, cell.per_seed,
+                                  cell.best_params)
         statuses = {c.status for c in sweep.cells}
         if statuses <= {Status.FINISHED}:
             final = Status.FINISHED

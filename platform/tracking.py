@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import subprocess
@@ -19,10 +20,31 @@ if TYPE_CHECKING:
     from torch import nn
 
 EXPERIMENT = "amctl"
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"  # MLflow 3's UI opens the classic runs view
 MODEL = "model"  # a trial's trained model: mlflow.pytorch.load_model(f"runs:/{run_id}/model")
 SYSTEM_METRICS_INTERVAL_S = 2.0  # trials last minutes: MLflow's default 10 s would draw a handful of points
 for _name in ("mlflow", "alembic"):  # schema-creation notices would break into amctl's progress display
     logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True, text=True,
+                              timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+@functools.cache
+def context_tags() -> dict[str, str]:
+    """The tags MLflow's fluent API resolves for a run and `MlflowClient.create_run` does not: the UI's Source,
+    Version and User columns read them."""
+    import getpass
+
+    tags = {"mlflow.source.name": "amctl", "mlflow.source.type": "LOCAL", "mlflow.user": getpass.getuser()}
+    if sha := _git("rev-parse", "HEAD"):
+        tags["mlflow.source.git.commit"] = sha
+    return tags
 
 
 def code_version() -> str:
@@ -33,13 +55,7 @@ def code_version() -> str:
         v = version("amctl")
     except PackageNotFoundError:
         v = "0+unknown"
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
-            capture_output=True, text=True, timeout=5,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
+    sha = _git("rev-parse", "--short", "HEAD")
     return f"{v}+g{sha}" if sha else v
 
 
@@ -51,19 +67,39 @@ def experiment_id(c: MlflowClient, settings: Settings, name: str = EXPERIMENT) -
     """Create the experiment once, on the driver, before any trial starts (avoids SQLite migration races)."""
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get(KIND_TAG) != KIND:
+            c.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
         return exp.experiment_id
-    return c.create_experiment(name, artifact_location=f"{settings.artifacts}/{name}")
+    return c.create_experiment(name, artifact_location=f"{settings.artifacts}/{name}", tags={KIND_TAG: KIND})
 
 
 def start_run(
     c: MlflowClient, exp_id: str, name: str, params: dict[str, Any], tags: dict[str, str], parent: str | None = None
 ) -> str:
-    tags = {**tags, **({"mlflow.parentRunId": parent} if parent else {})}
+    tags = {**context_tags(), **tags, **({"mlflow.parentRunId": parent} if parent else {})}
     run = c.create_run(exp_id, run_name=name, tags=tags)
     items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
     for i in range(0, len(items), 100):
         c.log_batch(run.info.run_id, params=items[i : i + 100])
     return run.info.run_id
+
+
+def log_cell(c: MlflowClient, run_id: str, key: str, metric: str, per_seed: dict[str, float | None],
+             best_params: dict[str, Any] | None) -> None:
+    """A cell run's result where MLflow users look: the median, mean and its 95 % t-interval over seeds (the
+    report's numbers, platform/stats.py), each seed's value, and the chosen configuration as params."""
+    import time
+
+    from amlab.platform import stats
+
+    values = stats.finite(list(per_seed.values()))
+    found = {f"{key}/median": stats.median(values), f"{key}/mean": sum(values) / len(values) if values else None,
+             f"{key}/n_seeds": len(values), **{f"{key}/seed_{s}": v for s, v in per_seed.items()}}
+    if (interval := stats.mean_interval(values, metric=metric)) is not None:
+        found |= {f"{key}/ci_low": interval.low, f"{key}/ci_high": interval.high}
+    now = int(time.time() * 1000)
+    c.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in found.items() if v is not None],
+                params=[Param(f"best.{k}", str(v)) for k, v in (best_params or {}).items()])
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

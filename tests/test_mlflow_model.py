@@ -92,3 +92,25 @@ def test_deleting_a_run_deletes_its_model(tracked):
     tracking.hard_delete_runs(c, [run_id])
     assert not c.search_logged_models([exp], filter_string=mine)
     assert not folder.exists()
+
+
+def test_runs_carry_the_standard_context_tags_and_cells_their_result(store, tmp_path):
+    """What the stock MLflow UI reads: Source, Version and User, the classic runs view, and a cell's numbers."""
+    from amlab.platform.settings import Settings
+
+    c, _ = store
+    settings = Settings(home=tmp_path, db_url="", mlflow_uri=c.tracking_uri, artifacts=(tmp_path / "a").as_uri(),
+                        optuna_url="", ray_storage="")
+    exp = tracking.experiment_id(c, settings, "tags-check")
+    assert c.get_experiment(exp).tags[tracking.KIND_TAG] == "custom_model_development"
+    run = c.get_run(tracking.start_run(c, exp, "cell", {}, {"amctl.kind": "cell"}))
+    tags = run.data.tags
+    assert tags["mlflow.source.name"] == "amctl" and tags["mlflow.user"] and tags["amctl.kind"] == "cell"
+    assert len(tags["mlflow.source.git.commit"]) == 40 and tracking.code_version().endswith(
+        tags["mlflow.source.git.commit"][:7])
+    tracking.log_cell(c, run.info.run_id, "test/accuracy", "accuracy", {"0": 0.9, "1": 0.95, "2": 1.0},
+                      {"train.lr": 0.003})
+    got = c.get_run(run.info.run_id).data
+    assert got.metrics["test/accuracy/median"] == 0.95 and got.metrics["test/accuracy/seed_1"] == 0.95
+    assert got.metrics["test/accuracy/n_seeds"] == 3 and got.metrics["test/accuracy/ci_high"] == 1.0  # cut at 100 %
+    assert got.metrics["test/accuracy/ci_low"] < 0.95 and got.params["best.train.lr"] == "0.003"
