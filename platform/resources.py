@@ -21,7 +21,6 @@ from amlab.platform.settings import OFFLINE, Settings, check_withheld, split_sec
 from amlab.platform.sweep_spec import ResourcesSpec
 from amlab.platform.trial import Placement
 
-LOOPBACK = "127.0.0.1"  # an embedded Ray serves this machine only: none of its ports listen on other interfaces
 DRIVER_CPU = 0.01  # a Tune trial that only drives a TorchTrainer; it cannot ask for 0
 
 
@@ -40,8 +39,22 @@ def ensure_ray(settings: Settings, address: str | None = None) -> None:
     env = settings.store_env()
     os.environ.update(env)
     public = split_secrets(env)[0] | OFFLINE
-    where = {"address": address} if address or os.environ.get("RAY_ADDRESS") else {"_node_ip_address": LOOPBACK}
-    ray.init(**where, log_to_driver=False, logging_level="ERROR", runtime_env={"env_vars": public})
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        local_only()
+    ray.init(address=address, log_to_driver=False, logging_level="ERROR", runtime_env={"env_vars": public})
+
+
+def local_only() -> None:
+    """Make the embedded Ray this machine's alone: every port on 127.0.0.1 (tests/test_faults.py checks).
+
+    `ray.init(_node_ip_address="127.0.0.1")` is turned back into the network address; Ray's own local-only mode
+    (its default on macOS and Windows) is what binds loopback: set for the processes it starts (environment) and
+    for this one, whose constant was read when `ray` was imported.
+    """
+    from ray._private import ray_constants
+
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def check_local_devices(gpus_per_worker: float, address: str | None) -> None:

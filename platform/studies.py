@@ -16,6 +16,7 @@ from typing import Any
 
 import optuna
 
+from amlab.platform.locks import first_use
 from amlab.platform.status import objective_sign, study_name
 from amlab.platform.sweep_spec import CellPlan
 from amlab.workloads.registry import TASKS
@@ -26,8 +27,9 @@ TUNE_TRIAL_ID = "tune_trial_id"  # user attr naming the Tune trial a study trial
 def create(sweep: str, cell: CellPlan, optuna_url: str) -> None:
     """The cell's study, in the direction its metric improves; an existing one is kept (a relaunch resumes it)."""
     direction = "maximize" if TASKS.get(cell.task).higher_is_better else "minimize"
-    optuna.create_study(study_name=study_name(sweep, cell.key), storage=optuna_url, direction=direction,
-                        load_if_exists=True)
+    with first_use(optuna_url):  # Optuna creates its schema on first use
+        optuna.create_study(study_name=study_name(sweep, cell.key), storage=optuna_url, direction=direction,
+                            load_if_exists=True)
 
 
 def _distributions(cell: CellPlan, flat: dict[str, Any]) -> dict[str, optuna.distributions.BaseDistribution]:

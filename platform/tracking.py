@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from amlab.platform.locks import first_use
 from amlab.platform.settings import Settings
 
 if TYPE_CHECKING:
@@ -60,7 +61,9 @@ def code_version() -> str:
 
 
 def client(settings: Settings) -> MlflowClient:
-    return MlflowClient(tracking_uri=settings.mlflow_uri)
+    """A client whose database exists: MLflow creates its schema on first use, under the lock (platform/locks.py)."""
+    with first_use(settings.mlflow_uri):  # the constructor opens the store (and creates or migrates it)
+        return MlflowClient(tracking_uri=settings.mlflow_uri)
 
 
 def experiment_id(c: MlflowClient, settings: Settings, name: str = EXPERIMENT) -> str:

@@ -37,12 +37,16 @@ def test_three_sweeps_and_status_readers_at_once_on_a_fresh_home(ray_local, tmp_
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(small(name, mechanism)))
     launches = [subprocess.Popen([*AMCTL, "launch", "sweep", str(tmp_path / f"{n}.yaml"), "--json"], env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in names]
-    readers = []
-    while any(p.poll() is None for p in launches):  # status readers all along, several at a time
-        readers += [subprocess.Popen([*AMCTL, "status", "--json"], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True) for _ in range(2)]
-        time.sleep(3)
-        assert len(readers) < 400, "the sweeps never ended"
+    readers, alive = [], []
+    deadline = time.time() + 600
+    while any(p.poll() is None for p in launches):  # status readers all along, two at a time (each imports for seconds)
+        alive = [r for r in alive if r.poll() is None]
+        while len(alive) < 2:
+            alive.append(subprocess.Popen([*AMCTL, "status", "--json"], env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True))
+            readers.append(alive[-1])
+        time.sleep(0.5)
+        assert time.time() < deadline, "the sweeps never ended"
     for p in launches:
         out, err = p.communicate()
         assert p.returncode == 0, err[-3000:]

@@ -267,3 +267,23 @@ def test_the_quick_study_claims_no_paper_verdict_its_settings_do_not_allow(ray_l
     assert "paper: tested up to length 120; ours: task test_lens=8, 16, 24" in rows["graves2014-copy"]["differences"]
     md = report.render_md(got)
     assert "**reproduces**" not in md and "direction only" not in md
+
+
+def test_a_grid_gets_a_paper_row_per_task_variant_and_equal_width_pair():
+    """mqar-scaling's shape: widths and lengths as axes; Zoology's row compares the transformer and the LSTM of the
+    same width on each length, and only (64, 4) at d=64 is the paper's own setting."""
+    cells = []
+    for length in (32, 64):
+        for width in (16, 64):
+            task = {"vocab_size": 64, "seq_len": length, "num_kv_pairs": 4}
+            for mech, values in (("transformer", [0.99, 1.0, 0.995]), ("lstm", [0.3, 0.28, 0.31])):
+                c = cell(f"{mech}[d_model={width}]", f"mqar[seq_len={length}]", values, task_params=task,
+                         mech_params={"d_model": width})
+                c.update(mechanism_name=mech, task_name="mqar", mechanism_variant=f"d_model={width}")
+                cells.append(c)
+    rows = data_of(cells, 3)["papers"]
+    assert sorted((r["task"], r["winner"], r["loser"]) for r in rows) == sorted(
+        (f"mqar[seq_len={n}]", f"transformer[d_model={w}]", f"lstm[d_model={w}]") for n in (32, 64) for w in (16, 64))
+    verdicts = {(r["task"], r["winner"]): r["verdict"] for r in rows}
+    assert verdicts.pop(("mqar[seq_len=64]", "transformer[d_model=64]")) == "reproduces"
+    assert set(verdicts.values()) == {"different setting"}

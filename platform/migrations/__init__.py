@@ -8,9 +8,6 @@ upgraded in place.  Add a schema change as a new file under `versions/`.
 
 from __future__ import annotations
 
-import fcntl
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -20,6 +17,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
+
+from amlab.platform.locks import first_use
 
 VERSION_TABLE = "amctl_alembic_version"  # never Alembic's default name: a shared PostgreSQL may hold another app's
 BASELINE = "0001"  # the schema of release 0.1.0
@@ -41,26 +40,12 @@ def current(conn: Connection) -> str | None:
     return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
 
 
-@contextmanager
-def _exclusive(engine: Engine) -> Iterator[None]:
-    """One migrating process at a time: several amctl processes may open a fresh store at once."""
-    if engine.dialect.name != "sqlite" or not engine.url.database:
-        yield
-        return
-    with open(f"{engine.url.database}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def upgrade(engine: Engine) -> None:
     """Bring the store's schema to the head revision (a no-op costing one query when it is already there)."""
     with engine.connect() as conn:
         if current(conn) == head():
             return
-    with _exclusive(engine), engine.begin() as conn:
+    with first_use(engine.url.render_as_string(hide_password=False)), engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(7243001)"))  # the same, across a cluster's drivers
         rev = current(conn)

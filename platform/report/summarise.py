@@ -150,36 +150,48 @@ def _ranking(task: str, group: list[dict[str, Any]]) -> str:
 # -- paper vs ours ---------------------------------------------------------------------------------
 
 def paper_rows(cells: list[dict[str, Any]], scale: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per (paper, task, loser) the sweep mirrors: the paper's setting and ours, numbers, verdict."""
-    by_task: dict[str, dict[str, dict[str, Any]]] = {}
+    """One row per (paper, task variant, winner/loser pair) the sweep mirrors: the paper's setting and ours, numbers,
+    verdict.  In a grid, the paper's winner and loser are paired by equal mechanism variant (e.g. both d_model=64)."""
+    by_task: dict[str, tuple[str, dict[str, list[dict[str, Any]]]]] = {}
     for c in cells:
-        by_task.setdefault(c["task"], {})[c["mechanism"]] = c
+        _, mechs = by_task.setdefault(c["task"], (c.get("task_name", c["task"]), {}))
+        mechs.setdefault(c.get("mechanism_name", c["mechanism"]), []).append(c)
     rows = []
-    for key, paper, task, losers in applicable({t: set(m) for t, m in by_task.items()}):
-        mine = by_task[task]
-        win = mine[paper.winner]
-        for loser in losers:
-            lose = mine[loser]
-            compared = (paper.winner, loser)
-            params = {"task": win["task_params"], paper.winner: win["mechanism_params"], loser: lose["mechanism_params"]}
-            setting, unmet = match(paper, task, win["metric"], params, compared)
-            comparison = stats.compare_paired(win["per_seed"], lose["per_seed"], win["higher_is_better"])
-            both = win["mean"] is not None and lose["mean"] is not None
-            sign = 1.0 if win["higher_is_better"] else -1.0
-            size = stats.gap_size(sign * (win["mean"] - lose["mean"]), win["chance"], PERFECT.get(win["metric"], 0.0)) \
-                if both else None
-            rows.append({
-                "paper": key, "source": paper.source, "approximate": paper.approximate, "note": paper.note,
-                "task": task, "metric": win["metric"], "winner": paper.winner, "loser": loser,
-                "paper_setting": setting.describe(), "paper_metric": setting.metric,
-                "our_setting": our_setting(task, params, compared, setting), "differences": unmet,
-                "published_winner": setting.published[paper.winner], "published_loser": setting.published[loser],
-                "paper_size": setting.size or "not stated",
-                "paper_params": "; ".join(f"{m} {paper.params[m]}" for m in compared if m in paper.params) or "not stated",
-                "ours_winner": fmt_cell(win), "ours_loser": fmt_cell(lose), "comparison": comparison.label,
-                "our_scale": f"{paper.winner} {count(win['params_count'])}, {loser} {count(lose['params_count'])} parameters; "
-                             f"{scale['steps']} steps; {scale['seeds']} seeds",
-                **verdict(setting, unmet, comparison, size),
-            })
+    for label, (task_name, mine) in by_task.items():
+        for key, paper, task, losers in applicable({task_name: set(mine)}):
+            for loser in losers:
+                for win, lose in _pairs(mine[paper.winner], mine[loser]):
+                    rows.append(_paper_row(key, paper, task, label, loser, win, lose, scale))
     return rows
 
+
+def _pairs(winners: list[dict[str, Any]], losers: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Cells compared for a paper: equal mechanism variants, or the only cell of each."""
+    if len(winners) == len(losers) == 1:
+        return [(winners[0], losers[0])]
+    return [(w, x) for w in winners for x in losers if w.get("mechanism_variant", "") == x.get("mechanism_variant", "")]
+
+
+def _paper_row(key: str, paper, task: str, label: str, loser: str, win: dict[str, Any], lose: dict[str, Any],
+               scale: dict[str, Any]) -> dict[str, Any]:
+    compared = (paper.winner, loser)
+    params = {"task": win["task_params"], paper.winner: win["mechanism_params"], loser: lose["mechanism_params"]}
+    setting, unmet = match(paper, task, win["metric"], params, compared)
+    comparison = stats.compare_paired(win["per_seed"], lose["per_seed"], win["higher_is_better"])
+    both = win["mean"] is not None and lose["mean"] is not None
+    sign = 1.0 if win["higher_is_better"] else -1.0
+    size = stats.gap_size(sign * (win["mean"] - lose["mean"]), win["chance"], PERFECT.get(win["metric"], 0.0)) \
+        if both else None
+    return {
+        "paper": key, "source": paper.source, "approximate": paper.approximate, "note": paper.note,
+        "task": label, "metric": win["metric"], "winner": win["mechanism"], "loser": lose["mechanism"],
+        "paper_setting": setting.describe(), "paper_metric": setting.metric,
+        "our_setting": our_setting(task, params, compared, setting), "differences": unmet,
+        "published_winner": setting.published[paper.winner], "published_loser": setting.published[loser],
+        "paper_size": setting.size or "not stated",
+        "paper_params": "; ".join(f"{m} {paper.params[m]}" for m in compared if m in paper.params) or "not stated",
+        "ours_winner": fmt_cell(win), "ours_loser": fmt_cell(lose), "comparison": comparison.label,
+        "our_scale": f"{paper.winner} {count(win['params_count'])}, {loser} {count(lose['params_count'])} parameters; "
+                     f"{scale['steps']} steps; {scale['seeds']} seeds",
+        **verdict(setting, unmet, comparison, size),
+    }
