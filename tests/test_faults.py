@@ -138,3 +138,33 @@ def test_a_relaunch_over_a_replaced_store_resumes_nothing_it_does_not_account_fo
             for part in home.glob(f"{db}*"):  # with its -wal and -shm, if any
                 part.rename(aside / f"{part.name}.{attempt.split()[0]}")
     assert (home / "ray" / "replaced").is_dir()  # the old Tune folder was there all along
+
+
+@pytest.mark.embedded
+def test_ctrl_c_while_ray_starts_is_honoured(tmp_path):
+    """SIGINT as soon as the embedded Ray's first processes exist (before any trial): exit 130, nothing RUNNING."""
+    import signal
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"AMCTL_HOME": str(tmp_path)}
+    cmd = [sys.executable, str(REPO / "amctl.py"), "launch", "run", "-m", "lstm", "-t", "copy", "--json",
+           "--set", "train.steps=100000", "--set", "mechanism.d_model=8"]
+    run = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and run.poll() is None:
+            names = {p.name() for p in psutil.Process(run.pid).children(recursive=True) if p.is_running()}
+            if names & {"gcs_server", "raylet"}:
+                break
+            time.sleep(0.05)
+        assert run.poll() is None, run.stderr.read()[-3000:]
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 130, err[-3000:]
+    store = Store(f"sqlite:///{tmp_path / 'amctl.db'}")
+    with store.session() as s:
+        rows, sweeps = s.query(Trial).all(), store.sweeps(s)
+        assert len(sweeps) == 1 and sweeps[0].status == Status.KILLED  # recorded, then closed: not left RUNNING
+        assert all(t.status != Status.RUNNING for t in rows) and all(c.status != Status.RUNNING for c in sweeps[0].cells)

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 import amctl
 from amlab.platform import api
+from amlab.platform.errors import AmctlError
 from amlab.platform.launch import Launch
 from amlab.platform.spec import validate_run
 from amlab.platform.status import Kind
@@ -172,12 +173,17 @@ def tally(outcome: str) -> None:
         event(outcome)  # `pytest --hypothesis-show-statistics` shows the mix of outcomes
 
 
-class Launched(Exception):
-    """Raised by the stand-in for `api.launch`/`api.submit`: the CLI handed over this plan."""
+class Launched(AmctlError):
+    """Raised by the stand-in for `api.launch`/`api.submit`: the CLI handed over this plan (kept in `handed`).
+
+    An AmctlError, so the CLI's error boundary turns it into its own exit code, as it would a real outcome."""
+
+    exit_code = 99
+    handed: list[Launch] = []
 
     def __init__(self, launch: Launch):
-        super().__init__(launch.name)
-        self.launch = launch
+        super().__init__(f"launched {launch.name}")
+        Launched.handed.append(launch)
 
 
 class Cli:
@@ -195,8 +201,8 @@ class Cli:
         """Invoke the CLI; assert a clean exit 2 or a plan that validates again to the same cells."""
         res = self.runner.invoke(amctl.app, [*args, "--json"])
         assert not self.home.exists(), f"{args}: the stores were touched"
-        if isinstance(res.exception, Launched):
-            lch = res.exception.launch
+        if res.exit_code == Launched.exit_code:
+            lch = Launched.handed.pop()
             if lch.kind is Kind.RUN:
                 assert validate_run(lch.spec).config_hash() == lch.cells[0].config_hash
             else:
