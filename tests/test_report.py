@@ -255,8 +255,8 @@ def test_the_quick_study_claims_no_paper_verdict_its_settings_do_not_allow(ray_l
     from amlab.platform.status import Kind
     from amlab.platform.sweep import run_sweep
 
-    data = sweep_data(None, "quick", ["name=quick-verdicts", "train.steps=20", "train.eval_every=10",
-                                      "train.log_every=10", "train.eval_batches=1"])
+    data = sweep_data(None, "quick", ["train.steps=20", "train.eval_every=10", "train.log_every=10",
+                                      "train.eval_batches=1"]) | {"name": "quick-verdicts"}
     assert data["seeds"] == [0, 1, 2]
     assert run_sweep(plan(Kind.SWEEP, data), settings).status == "FINISHED"
     got = collect(settings, "quick-verdicts")
