@@ -9,8 +9,9 @@ the database serialises that moment; server databases (PostgreSQL) need none her
 from __future__ import annotations
 
 import fcntl
+import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -37,5 +38,15 @@ def first_use(url: str) -> Iterator[None]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
+            if path.exists():
+                wal(path)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def wal(path: Path) -> None:
+    """Write-ahead logging, kept by the file itself once set: readers (`amctl status`, the report) then never block
+    the driver's and the trials' writes, nor they the readers."""
+    with closing(sqlite3.connect(path, timeout=30)) as db:
+        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            db.execute("PRAGMA journal_mode=WAL")

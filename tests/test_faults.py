@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -46,6 +47,7 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint(ray_local, setting
         "search": {"trials": 1, "scheduler": "fifo"}, "resources": {"max_failures": 1},
     })
     store, outcome = Store(settings.db_url), {}
+    temp_before = set(Path(tempfile.gettempdir()).glob("amctl-*"))
     driver = threading.Thread(target=lambda: outcome.update(result=run_sweep(launch, settings)))
     driver.start()
     deadline, killed = time.time() + 300, None
@@ -71,6 +73,9 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint(ray_local, setting
     with store.session() as s:
         cell = store.sweep(s, name).cells[0]
         assert cell.status == Status.FINISHED and cell.value is not None
+    # the killed attempt left no checkpoint temporaries in the system temp dir (they live in the trial's folder)
+    assert not {p for p in set(Path(tempfile.gettempdir()).glob("amctl-*")) - temp_before
+                if p.name.startswith(("amctl-ckpt-", "amctl-final-"))}
 
     # what each trial was handed (Tune's params.json) names its stores only by their redacted fingerprint
     params = [p.read_text() for p in Path(settings.ray_storage, name).rglob("params.json")]
