@@ -27,8 +27,9 @@ DRIVER_CPU = 0.01  # a Tune trial that only drives a TorchTrainer; it cannot ask
 def ensure_ray(settings: Settings, address: str | None = None) -> None:
     """Start an embedded local Ray on loopback only (or join `address`), giving every worker the driver's stores.
 
-    The store URLs reach an embedded Ray's workers by inheritance (they are children of this process); only
-    credential-free URLs are put in Ray's runtime env, which Ray writes to its logs.  On a cluster, URLs with
+    An embedded Ray's workers are children of this process: they inherit the environment the stores were read
+    from (settings are a function of it), credentials included; only credential-free URLs are put in Ray's
+    runtime env, which Ray writes to its logs.  On a cluster, URLs with
     credentials come from the nodes' environment; every trial checks its stores are the driver's
     (settings.worker_settings against the fingerprint in its TrialConfig).
     """
@@ -36,9 +37,7 @@ def ensure_ray(settings: Settings, address: str | None = None) -> None:
     if ray.is_initialized():
         return
     check_withheld()
-    env = settings.store_env()
-    os.environ.update(env)
-    public = split_secrets(env)[0] | OFFLINE
+    public = split_secrets(settings.store_env())[0] | OFFLINE
     if not (address or os.environ.get("RAY_ADDRESS")):
         local_only()
     ray.init(address=address, log_to_driver=False, logging_level="ERROR", runtime_env={"env_vars": public})
