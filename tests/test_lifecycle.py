@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 NAME = "lifecycle"
 
 
-def spec(steps: int = 60) -> dict:
+def spec(steps: int = 600) -> dict:
     return {
         "name": NAME,
         "mechanisms": {"lstm": {"d_model": 16}},
@@ -81,7 +81,7 @@ def test_cancel_from_another_process_then_resume_finishes(ray_local, settings, t
         assert set(sweep.cells[0].per_seed) == {"0", "1"}  # the search seed is never reported
     for t in finished:
         steps = [m.step for m in client.get_metric_history(t.mlflow_run_id, "train/loss")]
-        assert steps == list(range(10, 61, 10)), "a resumed trial lost or repeated a step"
+        assert steps == list(range(10, 601, 10)), "a resumed trial lost or repeated a step"
 
 
 @pytest.mark.ray
@@ -92,7 +92,7 @@ def test_changed_spec_under_the_same_name_is_refused(ray_local, settings, tmp_pa
     before = len(sweep_trials(Store(settings.db_url), NAME))
     res = CliRunner().invoke(amctl.app, ["launch", "sweep", str(path)])
     assert res.exit_code == 2, res.output
-    assert "was launched with another spec" in res.output and "train.steps: 60 -> 80" in res.output
+    assert "was launched with another spec" in res.output and "train.steps: 600 -> 80" in res.output
     assert len(sweep_trials(Store(settings.db_url), NAME)) == before
 
     # asked for explicitly, the changed spec adds its cell beside the old one, and the name now means the new spec
