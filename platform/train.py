@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 from torch import nn
 
@@ -94,12 +95,19 @@ def save_checkpoint(folder: Path, model: nn.Module, opt, sched, step: int) -> Pa
 
 
 def fresh_folder(path: str | None) -> str | None:
-    """The trial's scratch folder, emptied: what a killed attempt left there is not needed by the next one."""
+    """This attempt's own scratch folder in the trial's folder, emptied of what earlier, killed attempts left.
+
+    Per attempt (by pid), not shared: an attempt whose driver was killed may still be writing while its
+    successor starts, and must not lose the folder under it.
+    """
     if path is None:
         return None
-    shutil.rmtree(path, ignore_errors=True)
-    Path(path).mkdir(parents=True)
-    return path
+    root, mine = Path(path), Path(path) / str(os.getpid())
+    for old in root.glob("*") if root.is_dir() else []:
+        if old.name.isdigit() and not psutil.pid_exists(int(old.name)):
+            shutil.rmtree(old, ignore_errors=True)
+    mine.mkdir(parents=True, exist_ok=True)
+    return str(mine)
 
 
 def dump_introspection(model: nn.Module, task: Task, spec: RunSpec, device: torch.device, out: Path) -> list[Path]:
