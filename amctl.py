@@ -241,16 +241,15 @@ def list_(what: Annotated[Literal["mechanisms", "tasks", "presets"], typer.Argum
 
 @command(app, "ui", MANAGE)
 def ui(
+    name: Annotated[str | None, typer.Argument(help="Sweep or run whose runs to open (default: the latest).")] = None,
     port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default 5000; 8080 with --optuna).")] = None,
     optuna_ui: Annotated[bool, typer.Option("--optuna", help="Serve optuna-dashboard over the cells' studies instead.")] = False,
     open_browser: Annotated[bool, typer.Option("--open", help="Open a browser tab.")] = False,
 ) -> None:
     """Serve the MLflow UI (or optuna-dashboard) on loopback over amctl's stores; request logs go to a file."""
-    cmd, url, log = api.ui_command(port, optuna_ui)
+    cmd, url, log = api.ui_command(port, optuna_ui, name)
     out(True).print(Text(f"{'optuna-dashboard' if optuna_ui else 'MLflow UI'}: {url}  (request log: {log}; Ctrl-C stops it)"))
-    if open_browser:
-        __import__("webbrowser").open(url)
-    raise typer.Exit(api.serve(cmd, log))
+    raise typer.Exit(api.serve(cmd, log, url if open_browser else None))
 
 
 @command(app, "server", CLUSTER)

@@ -171,17 +171,21 @@ def listing(kind: str) -> list[dict[str, Any]]:
     return [e.describe() for e in (MECHANISMS if kind == "mechanisms" else TASKS)]
 
 
-def serve(cmd: list[str], log: Path | None = None) -> int:
-    """Run a server in the foreground (its request log to `log`, not the terminal) until it exits or Ctrl-C."""
+def serve(cmd: list[str], log: Path | None = None, open_url: str | None = None) -> int:
+    """Run a server in the foreground (its request log to `log`, not the terminal) until it exits or Ctrl-C;
+    `open_url` is opened in a browser tab once the server has started."""
     import subprocess
+    import webbrowser
 
-    try:
-        if log is None:
-            return subprocess.call(cmd)
-        with open(log, "a") as sink:
-            return subprocess.call(cmd, stdout=sink, stderr=subprocess.STDOUT)
-    except KeyboardInterrupt:
-        return 0
+    with open(log, "a") if log else open(os.devnull) as sink:
+        proc = subprocess.Popen(cmd, **({"stdout": sink, "stderr": subprocess.STDOUT} if log else {}))
+        try:
+            if open_url:
+                webbrowser.open(open_url)
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.wait()  # the server got the same Ctrl-C (one process group) and stops by itself
+            return 0
 
 
 # -- changing --------------------------------------------------------------------------------------
@@ -259,19 +263,38 @@ def delete(name: str, *, dry_run: bool = False) -> Deletion:
 
 # -- serving ---------------------------------------------------------------------------------------
 
-def ui_command(port: int | None, optuna_ui: bool) -> tuple[list[str], str, Path]:
-    """The MLflow UI (or optuna-dashboard) on loopback over amctl's stores: (command, url, log file)."""
+ML_VIEW = "workflowType=machine_learning"  # MLflow 3's UI opens in its GenAI view unless the URL (or the browser) says
+
+
+def ui_command(port: int | None, optuna_ui: bool, name: str | None = None) -> tuple[list[str], str, Path]:
+    """The MLflow UI (or optuna-dashboard) on loopback over amctl's stores: (command, url to open, log file)."""
     cfg = settings()
     port = port or (8080 if optuna_ui else 5000)
+    base = f"http://127.0.0.1:{port}"
     if optuna_ui:
-        cmd = [str(Path(sys.executable).with_name("optuna-dashboard")), "--host", "127.0.0.1", "--port", str(port),
-               cfg.optuna_url]
+        if shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent)) is None:
+            raise BadInput("amctl ui --optuna needs optuna-dashboard, the [ui] extra: pip install 'amctl[ui]'")
+        cmd, url = [str(Path(sys.executable).with_name("optuna-dashboard")), "--host", "127.0.0.1", "--port", str(port),
+                    cfg.optuna_url], base
     else:
+        url = f"{base}/#/experiments/{exp}/runs?{ML_VIEW}" if (exp := _experiment_of(cfg, name)) else \
+            f"{base}/#/experiments?{ML_VIEW}"
         backend_by_env(cfg.mlflow_uri)
         cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
                "--default-artifact-root", cfg.artifacts, "--workers", "1"]
     (cfg.home / "logs").mkdir(exist_ok=True)
-    return cmd, f"http://127.0.0.1:{port}", cfg.home / "logs" / ("optuna-dashboard.log" if optuna_ui else "mlflow-ui.log")
+    return cmd, url, cfg.home / "logs" / ("optuna-dashboard.log" if optuna_ui else "mlflow-ui.log")
+
+
+def _experiment_of(cfg: Settings, name: str | None) -> str | None:
+    """The MLflow experiment of the named sweep or run (default: the latest launched); None when there is none."""
+    from amlab.platform import tracking
+
+    db = Store(cfg.db_url)
+    with db.session() as s:
+        rows = [db.named(s, name)] if name else db.sweeps(s)[:1]
+        run_id = rows[0].mlflow_run_id if rows else None
+    return tracking.client(cfg).get_run(run_id).info.experiment_id if run_id else None
 
 
 def server_command(port: int, host: str, backend: str | None, artifacts: str | None, workers: int) -> list[str]:

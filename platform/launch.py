@@ -24,6 +24,7 @@ class Launch:
     search: SearchSpec
     resources: ResourcesSpec
     notices: list[str] = field(default_factory=list)
+    experiment: str | None = None  # the MLflow experiment asked for; where runs go is tracking.experiment_name's call
 
     @property
     def config_hash(self) -> str:
@@ -35,7 +36,9 @@ class Launch:
 
     @classmethod
     def of_sweep(cls, spec: SweepSpec, cells: list[CellPlan], notices: list[str] | None = None) -> Launch:
-        return cls(Kind.SWEEP, spec.name, spec.model_dump(mode="json"), cells, spec.search, spec.resources, notices or [])
+        # the experiment only files the runs: it is kept out of the recorded spec and so out of its hash
+        return cls(Kind.SWEEP, spec.name, spec.model_dump(mode="json", exclude={"experiment"}), cells, spec.search,
+                   spec.resources, notices or [], spec.experiment)
 
     @classmethod
     def of_run(cls, spec: RunSpec) -> Launch:

@@ -98,9 +98,13 @@ def open_launch(launch: Launch, settings: Settings, *, extend: bool = False) -> 
     another live driver runs raises SweepActive (the lease, lease.py).
     """
     store, client = Store(settings.db_url), tracking.client(settings)
-    exp = tracking.experiment_id(client, settings)
     with store.session() as s:
         sweep = lease.acquire(s, launch.name)  # before any record changes
+        if sweep is None:
+            exp = tracking.experiment_id(client, settings, tracking.experiment_name(launch.kind, launch.name,
+                                                                                    launch.experiment))
+        else:  # a relaunch (resume, --extend) files new runs beside its first ones
+            exp = client.get_run(sweep.mlflow_run_id).info.experiment_id
         if sweep is not None and sweep.config_hash != launch.config_hash and not extend:
             raise SpecChanged(f"{launch.kind.value} {launch.name!r} was launched with another spec; launch it under a new "
                               "name, or pass --extend to add these cells to it", _changes(sweep.spec, launch.spec))

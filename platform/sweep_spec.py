@@ -79,6 +79,8 @@ class SweepSpec(Strict):
     train: dict[str, Any] = Field(default_factory=dict)
     search: SearchSpec = SearchSpec()
     resources: ResourcesSpec = ResourcesSpec()
+    experiment: str | None = Field(None, min_length=1, max_length=200, description="MLflow experiment of the sweep's "
+                                   "runs (default: the sweep's name); not part of the spec's identity")
 
 
 @dataclass(frozen=True)

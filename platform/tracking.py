@@ -16,11 +16,12 @@ from mlflow.tracking import MlflowClient
 
 from amlab.platform.locks import first_use
 from amlab.platform.settings import Settings
+from amlab.platform.status import Kind
 
 if TYPE_CHECKING:
     from torch import nn
 
-EXPERIMENT = "amctl"
+RUNS_EXPERIMENT = "amctl"  # single runs' experiment unless MLFLOW_EXPERIMENT_NAME names another; a sweep has its own
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"  # MLflow 3's UI opens the classic runs view
 MODEL = "model"  # a trial's trained model: mlflow.pytorch.load_model(f"runs:/{run_id}/model")
 SYSTEM_METRICS_INTERVAL_S = 2.0  # trials last minutes: MLflow's default 10 s would draw a handful of points
@@ -66,7 +67,15 @@ def client(settings: Settings) -> MlflowClient:
         return MlflowClient(tracking_uri=settings.mlflow_uri)
 
 
-def experiment_id(c: MlflowClient, settings: Settings, name: str = EXPERIMENT) -> str:
+def experiment_name(kind: Kind, sweep: str, configured: str | None = None) -> str:
+    """A sweep's experiment: its spec's `experiment`, else its name; single runs share MLFLOW_EXPERIMENT_NAME's
+    (MLflow's own variable), else `amctl`.  Only a new launch reads this: a relaunch stays where it was recorded."""
+    if kind is Kind.SWEEP:
+        return configured or sweep
+    return configured or os.environ.get("MLFLOW_EXPERIMENT_NAME") or RUNS_EXPERIMENT
+
+
+def experiment_id(c: MlflowClient, settings: Settings, name: str) -> str:
     """Create the experiment once, on the driver, before any trial starts (avoids SQLite migration races)."""
     exp = c.get_experiment_by_name(name)
     if exp is not None:

@@ -209,8 +209,8 @@ def _train(trial: TrialConfig, session: LocalSession | TrainSession, log: RunLog
                 tick = time.perf_counter()  # evaluation time is not training throughput
             if is_eval:  # val/test metrics only at the step they were measured: curves hold evaluations, not repeats
                 metrics.update(latest)
-            if log:
-                log.log(metrics, done, int(time.time() * 1000))
+            if log:  # the signed objective is search's internal currency: MLflow shows the metric itself
+                log.log({k: v for k, v in metrics.items() if k != OBJECTIVE}, done, int(time.time() * 1000))
                 if is_eval:
                     log.flush()
             session.report({STEP: done, EVALS: evals, **metrics}, checkpoint)

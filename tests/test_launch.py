@@ -37,6 +37,7 @@ def test_cli_run_is_tracked_in_mlflow_and_the_store(ray_local, settings):
     client = MlflowClient(settings.mlflow_uri)
     run = client.get_run(out["mlflow_run_id"])
     assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == "amctl"  # single runs share one experiment
     assert run.data.tags["mechanism"] == "lstm" and run.data.tags["task"] == "copy" and run.data.tags["seed"] == "0"
     assert run.data.tags["code_version"].startswith("0.1.0")
     assert int(run.data.tags["params_count"]) > 0 and run.data.tags["state_size"] == str(2 * 16)
@@ -84,10 +85,11 @@ def test_two_worker_ddp_run_completes(ray_local, settings):
     assert len(MlflowClient(settings.mlflow_uri).get_metric_history(result.mlflow_run_id, "train/loss")) == 2
 
 
-def test_fresh_trains_again_with_a_new_history(ray_local, settings):
+def test_fresh_trains_again_with_a_new_history(ray_local, settings, monkeypatch):
     first = CliRunner().invoke(amctl.app, [*ARGS, "--set", "train.seed=3"])
     assert first.exit_code == 0, first.output
     old = json.loads(first.output[first.output.index("{"):])
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "my-runs")  # MLflow's own variable files a new run elsewhere
     again = CliRunner().invoke(amctl.app, [*ARGS, "--set", "train.seed=3", "--fresh"])
     assert again.exit_code == 0, again.output
     new = json.loads(again.output[again.output.index("{"):])
@@ -95,6 +97,7 @@ def test_fresh_trains_again_with_a_new_history(ray_local, settings):
     client = MlflowClient(settings.mlflow_uri)
     assert [m.step for m in client.get_metric_history(new["mlflow_run_id"], "train/loss")] == [10, 20, 30, 40]
     assert new["metrics"]["step"] == 40 and client.get_run(new["mlflow_run_id"]).info.status == "FINISHED"
+    assert client.get_experiment(client.get_run(new["mlflow_run_id"]).info.experiment_id).name == "my-runs"
     with pytest.raises(Exception, match="not found|does not exist"):  # the old run went with --fresh
         client.get_run(old["mlflow_run_id"])
     with Store(settings.db_url).session() as s:

@@ -32,7 +32,7 @@ def store(tmp_path_factory):
     """(client, experiment id): one SQLite store for the module (creating MLflow's schema takes seconds)."""
     folder = tmp_path_factory.mktemp("mlflow")
     c = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
-    return c, c.create_experiment(tracking.EXPERIMENT, artifact_location=(folder / "artifacts").as_uri())
+    return c, c.create_experiment(tracking.RUNS_EXPERIMENT, artifact_location=(folder / "artifacts").as_uri())
 
 
 @pytest.fixture

@@ -99,7 +99,7 @@ def test_sweep_on_postgresql_equals_the_same_sweep_on_sqlite(ray_local, ray_clus
     with Store(pg["AMCTL_DB_URL"]).session() as s:
         store_runs = {t.mlflow_run_id for c in Store(pg["AMCTL_DB_URL"]).sweep(s, "pg-equal").cells for t in c.trials}
     client = MlflowClient(pg["MLFLOW_TRACKING_URI"])
-    exp = client.get_experiment_by_name("amctl")
+    exp = client.get_experiment_by_name("pg-equal")  # a sweep files its runs in its own experiment
     runs = client.search_runs([exp.experiment_id], "tags.`amctl.sweep` = 'pg-equal'")
     trial_runs = {r.info.run_id for r in runs if r.data.tags["amctl.kind"] == "trial"}
     assert trial_runs == store_runs and len(trial_runs) == 4  # 2 searched + the chosen one on seeds 0 and 1

@@ -245,3 +245,16 @@ def test_cli_list_json_is_valid():
     res = CliRunner().invoke(amctl.app, ["list", "tasks", "--json"])
     tasks = {r["name"]: r for r in json.loads(res.output)}
     assert tasks["copy"]["metric"] == "bit_errors" and tasks["copy"]["higher_is_better"] is False
+
+
+def test_a_sweeps_experiment_files_its_runs_without_changing_what_it_is():
+    """`experiment` names the MLflow experiment only: the recorded spec and its hash (what resume compares) ignore it."""
+    from amlab.platform.api import plan
+    from amlab.platform.status import Kind
+
+    base = {"name": "exp-check", "mechanisms": ["lstm"], "tasks": ["copy"]}
+    plain, filed = plan(Kind.SWEEP, base), plan(Kind.SWEEP, {**base, "experiment": "team/copy-study"})
+    assert filed.experiment == "team/copy-study" and plain.experiment is None
+    assert filed.config_hash == plain.config_hash and "experiment" not in filed.spec
+    with pytest.raises(SpecError, match="experiment"):
+        plan(Kind.SWEEP, {**base, "experiment": ""})

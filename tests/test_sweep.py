@@ -40,7 +40,7 @@ def grid(name: str, steps: int = 30) -> dict:
 
 
 def runs_of(client: MlflowClient, sweep: str) -> list:
-    exp = client.get_experiment_by_name("amctl")
+    exp = client.get_experiment_by_name(sweep)  # its own experiment
     return client.search_runs([exp.experiment_id], f"tags.`amctl.sweep` = '{sweep}'", max_results=1000)
 
 
