@@ -226,7 +226,7 @@ def delete(name: str, *, dry_run: bool = False) -> Deletion:
     """Remove a sweep from all four stores (SQL, MLflow runs and artifacts, Optuna studies, Tune folder)."""
     import optuna
 
-    from amlab.platform import tracking
+    from amlab.platform import storage, tracking
     from amlab.platform.sweep import tune_storage
 
     cfg, st = settings(), store()
@@ -241,7 +241,7 @@ def delete(name: str, *, dry_run: bool = False) -> Deletion:
                                                          *(t.mlflow_run_id for t in trials)] if r))
         if row.kind == Kind.SWEEP:
             out.studies = [study_name(name, c.key) for c in cells]
-        out.folders = [p for p in (tune_storage(cfg, name), str(cfg.home / "reports" / name)) if Path(p).exists()]
+        out.folders = [p for p in (tune_storage(cfg, name), str(cfg.home / "reports" / name)) if storage.exists(p)]
         if dry_run:
             return out
         entities = [("sweep", row.id), *(("cell", c.id) for c in cells), *(("trial", t.id) for t in trials)]
@@ -256,7 +256,7 @@ def delete(name: str, *, dry_run: bool = False) -> Deletion:
         except KeyError:
             pass  # never created (the cell was recorded by a driver that died before its study)
     for folder in out.folders:
-        shutil.rmtree(folder, ignore_errors=True)
+        storage.remove(folder)
     out.done = True
     return out
 

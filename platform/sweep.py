@@ -10,14 +10,13 @@ concurrently whenever the cluster has room.
 from __future__ import annotations
 
 import os
-import shutil
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ray import tune
 
-from amlab.platform import lease, records, resources
+from amlab.platform import lease, records, resources, storage
 from amlab.platform.callbacks import Bookkeeper, CancelStopper, Display, Progress, attach_display
 from amlab.platform.launch import Launch
 from amlab.platform.records import SweepContext
@@ -43,7 +42,7 @@ class SweepOutcome:
 
 def tune_storage(settings: Settings, name: str) -> str:
     """The sweep's own folder of Tune experiments (one per set of pending cells); `delete` removes it whole."""
-    return os.path.join(settings.ray_storage, name)
+    return storage.join(settings.ray_storage, name)
 
 
 def run_sweep(
@@ -83,35 +82,40 @@ def run_sweep(
 def _tune(launch: Launch, ctx: SweepContext, pending: list[CellPlan], settings: Settings, address: str | None,
           display: Display | None, on_plan: Callable[[list[CellPlan], int, int], None] | None) -> int:
     """Start (or join) Ray, place the trials and run (or restore) the Tune experiment; returns the concurrency."""
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0.5")  # a driver killed any time loses at most 0.5 s of state
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", storage.sync_period(settings.ray_storage))
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # `objective` comes with evaluations only
     resources.ensure_ray(settings, address)
     total = sum(c.trials for c in pending)
-    plan = resources.plan(launch.resources, total)
+    shape = resources.cluster_shape()
+    plan = resources.plan(launch.resources, total, shape)  # before any trial: a sweep that can never fit fails here
     records.start(ctx, pending)
     if on_plan:
         on_plan(pending, total, plan.concurrency)
-    storage = tune_storage(settings, launch.name)
-    path = os.path.join(storage, config_hash(sorted(c.config_hash for c in pending))[:12])
+    root = tune_storage(settings, launch.name)
+    path = storage.join(root, config_hash(sorted(c.config_hash for c in pending))[:12])
     trainable = tune.with_resources(run_trial, plan.request)
     if tune.Tuner.can_restore(path) and not records.has_trials(ctx, pending):
-        shutil.rmtree(path)  # left by a store since replaced (e.g. a corrupted one moved aside): resume nothing from it
+        storage.remove(path)  # left by a store since replaced (e.g. a corrupted one moved aside): resume nothing from it
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
         attach_display(tuner, display)
     else:
-        searcher = CellSearcher(pending, ctx, plan.placement, storage)
+        searcher = CellSearcher(pending, ctx, plan.placement, root)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=CellScheduler(pending), num_samples=total,
                                         max_concurrent_trials=plan.concurrency,
                                         reuse_actors=True),  # a fresh process per trial costs seconds
-            run_config=tune.RunConfig(name=os.path.basename(path), storage_path=storage, verbose=0,
+            run_config=tune.RunConfig(name=os.path.basename(path), storage_path=root, verbose=0,
                                       callbacks=[Bookkeeper(ctx), Progress(display)], stop=CancelStopper(ctx),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                       failure_config=tune.FailureConfig(max_failures=launch.resources.max_failures)),
         )
-    tuner.fit()
+    resources.request(plan, shape)  # under an autoscaler: the nodes for `concurrency` trials, at once
+    try:
+        tuner.fit()
+    finally:
+        resources.request(None, shape)
     return plan.concurrency
 
 

@@ -1,0 +1,52 @@
+"""Where Tune keeps a sweep's state: a local folder, or object storage (`s3://`, `gs://`) that every node reaches.
+
+Ray reads and writes either through pyarrow's filesystems; amctl's own few
+operations on it (join, exists, remove) go through the same, so a sweep on
+S3 is resumed, replaced and deleted exactly like one in `~/.amctl/ray`.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+
+LOCAL_SYNC_S = "0.5"  # a driver killed at any moment loses at most 0.5 s of Tune state: a file write is cheap
+REMOTE_SYNC = "auto"  # Tune's adaptive period (≥ 10 s, ≤ 5 % of the time): every sync is a bucket upload
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def join(root: str, *parts: str) -> str:
+    return posixpath.join(root, *parts) if is_remote(root) else os.path.join(root, *parts)
+
+
+def sync_period(root: str) -> str:
+    """TUNE_GLOBAL_CHECKPOINT_S for this storage: how often the driver saves the experiment's state there."""
+    return REMOTE_SYNC if is_remote(root) else LOCAL_SYNC_S
+
+
+def _fs(uri: str):
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(uri)
+
+
+def exists(uri: str) -> bool:
+    if not is_remote(uri):
+        return os.path.exists(uri)
+    import pyarrow.fs
+
+    fs, path = _fs(uri)
+    return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+
+
+def remove(uri: str) -> None:
+    """Delete a folder and everything under it; one that is not there is no error."""
+    if not is_remote(uri):
+        shutil.rmtree(uri, ignore_errors=True)
+    elif exists(uri):
+        fs, path = _fs(uri)
+        fs.delete_dir(path)
