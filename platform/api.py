@@ -281,7 +281,7 @@ def ui_command(port: int | None, optuna_ui: bool, name: str | None = None) -> tu
             f"{base}/#/experiments?{ML_VIEW}"
         backend_by_env(cfg.mlflow_uri)
         cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-               "--default-artifact-root", cfg.artifacts, "--workers", "1"]
+               "--default-artifact-root", cfg.artifacts or (cfg.home / "artifacts").as_uri(), "--workers", "1"]
     (cfg.home / "logs").mkdir(exist_ok=True)
     return cmd, url, cfg.home / "logs" / ("optuna-dashboard.log" if optuna_ui else "mlflow-ui.log")
 
@@ -303,7 +303,7 @@ def server_command(port: int, host: str, backend: str | None, artifacts: str | N
     backend = backend or os.environ.get("MLFLOW_BACKEND_STORE_URI") or cfg.mlflow_uri
     if backend.startswith(("http://", "https://")):
         raise BadInput(f"MLFLOW_TRACKING_URI is a server ({redact(backend)}); give --backend postgresql://.../mlflow")
-    destination = artifacts or cfg.artifacts
+    destination = artifacts or cfg.artifacts or (cfg.home / "artifacts").as_uri()
     if destination.startswith("mlflow-artifacts:"):
         raise BadInput(f"AMCTL_ARTIFACTS is {destination}, the clients' view of this server; give --artifacts s3://... "
                        "(or gs://, a folder): where the server keeps them")

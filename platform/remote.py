@@ -36,6 +36,7 @@ from amlab.platform.settings import WITHHELD, split_secrets
 
 # what the job needs to find the same stores (only those set here travel; unset ones default on the cluster)
 JOB_ENV = ("AMCTL_HOME", "AMCTL_DB_URL", "MLFLOW_TRACKING_URI", "AMCTL_OPTUNA_URL", "AMCTL_RAY_STORAGE", "AMCTL_ARTIFACTS",
+           "AMCTL_STORAGE",
            "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 # `amctl cancel` stops a job with SIGINT and gives it time to close its runs and rows (Ray's default: SIGTERM, 3 s);
 # the driver's `ray.init(runtime_env=...)` (store settings for every worker) is merged into the job's

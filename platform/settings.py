@@ -22,7 +22,7 @@ class Settings:
     home: Path
     db_url: str  # amctl registry (SQLAlchemy)
     mlflow_uri: str  # MLflow tracking backend
-    artifacts: str  # MLflow artifact root for new experiments
+    artifacts: str  # MLflow artifact root for new experiments; "" = the tracking server's own (its --serve-artifacts)
     optuna_url: str  # Optuna studies
     ray_storage: str  # Tune/Train storage_path
 
@@ -38,13 +38,17 @@ class Settings:
             raise StoreError(f"AMCTL_HOME={home} cannot be amctl's home ({e.strerror or e}); "
                              "point AMCTL_HOME at a folder you can write") from None
         env = os.environ.get
+        mlflow_uri = env("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+        # one bucket for everything durable (AMCTL_STORAGE=s3://bucket/prefix); a tracking server keeps artifacts itself
+        bucket = env("AMCTL_STORAGE", "").rstrip("/")
+        local = "" if mlflow_uri.startswith(("http://", "https://")) else (home / "artifacts").as_uri()
         return cls(
             home=home,
             db_url=env("AMCTL_DB_URL", f"sqlite:///{home / 'amctl.db'}"),
-            mlflow_uri=env("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}"),
-            artifacts=env("AMCTL_ARTIFACTS", (home / "artifacts").as_uri()),
+            mlflow_uri=mlflow_uri,
+            artifacts=env("AMCTL_ARTIFACTS", f"{bucket}/artifacts" if bucket else local),
             optuna_url=env("AMCTL_OPTUNA_URL", f"sqlite:///{home / 'optuna.db'}"),
-            ray_storage=env("AMCTL_RAY_STORAGE", str(home / "ray")),
+            ray_storage=env("AMCTL_RAY_STORAGE", f"{bucket}/tune" if bucket else str(home / "ray")),
         )
 
     def store_env(self) -> dict[str, str]:

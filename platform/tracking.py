@@ -82,7 +82,8 @@ def experiment_id(c: MlflowClient, settings: Settings, name: str) -> str:
         if exp.tags.get(KIND_TAG) != KIND:
             c.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
         return exp.experiment_id
-    return c.create_experiment(name, artifact_location=f"{settings.artifacts}/{name}", tags={KIND_TAG: KIND})
+    where = f"{settings.artifacts}/{name}" if settings.artifacts else None  # None: the tracking server's location
+    return c.create_experiment(name, artifact_location=where, tags={KIND_TAG: KIND})
 
 
 def start_run(

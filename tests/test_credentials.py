@@ -86,3 +86,18 @@ def test_no_usage_statistics_or_telemetry_leave_the_machine(tmp_path):
                                                                             "MLFLOW_DISABLE_TELEMETRY")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "True ['DO_NOT_TRACK', 'MLFLOW_DISABLE_TELEMETRY', 'RAY_USAGE_STATS_ENABLED']"
+
+
+def test_one_setting_puts_everything_durable_in_a_bucket_and_a_server_keeps_its_artifacts(monkeypatch, tmp_path):
+    from amlab.platform.settings import Settings
+
+    monkeypatch.setenv("AMCTL_HOME", str(tmp_path))
+    monkeypatch.setenv("AMCTL_STORAGE", "s3://lab-bucket/amctl/")
+    both = Settings.load()
+    assert (both.artifacts, both.ray_storage) == ("s3://lab-bucket/amctl/artifacts", "s3://lab-bucket/amctl/tune")
+    monkeypatch.delenv("AMCTL_STORAGE")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    served = Settings.load()  # the server's --serve-artifacts proxy decides where artifacts go, not a forced file://
+    assert served.artifacts == "" and served.ray_storage == str(tmp_path / "ray")
+    monkeypatch.setenv("AMCTL_ARTIFACTS", "gs://other/x")  # an explicit location still wins
+    assert Settings.load().artifacts == "gs://other/x"

@@ -85,6 +85,8 @@ def launch(tmp_path: Path, spec: dict, address: str, **env: str) -> subprocess.P
 
 
 def rows(home: Path, name: str) -> list[Trial]:
+    if not (home / "amctl.db").exists():  # the driver has not opened its store yet
+        return []
     store = Store(f"sqlite:///{home / 'amctl.db'}")
     with store.session() as s:
         return [t for t in s.query(Trial).all() if t.cell.sweep.name == name]
@@ -185,8 +187,10 @@ def test_a_worker_node_lost_mid_sweep_is_survived(tmp_path):
             training = [t for t in rows(tmp_path / "home", "node-lost") if t.status == Status.RUNNING and t.steps_done >= 300]
             for node in workers if training else []:
                 raylet = psutil.Process(node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid)
-                if any("ImplicitFunc" in " ".join(p.cmdline()) for p in raylet.children(recursive=True)):
-                    raylet.kill()  # the node is gone: its raylet, and with it the trial processes it started
+                started = raylet.children(recursive=True)
+                if any("ImplicitFunc" in " ".join(p.cmdline()) for p in started):
+                    for p in (raylet, *started):  # the machine is gone: its raylet and every process it started
+                        p.kill()
                     killed = node
                     break
             time.sleep(0.2)
