@@ -253,7 +253,9 @@ def run_trial(config: dict[str, Any]) -> None:
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=trial.spec.train.workers, use_gpu=use_gpu,
-            resources_per_worker={"CPU": trial.placement.cpus_per_worker},  # use_gpu adds one GPU each
+            # the GPU share is the spec's (use_gpu alone would take one whole GPU per worker)
+            resources_per_worker={"CPU": trial.placement.cpus_per_worker,
+                                  **({"GPU": trial.placement.gpus_per_worker} if use_gpu else {})},
         ),
         run_config=RunConfig(
             name=f"ddp-{ray.tune.get_context().get_trial_id()}",
