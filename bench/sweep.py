@@ -1,11 +1,17 @@
-"""Sweep throughput: N short trials through `amctl launch sweep` (computed concurrency) against the same
-N trial configurations run one after another in a plain PyTorch loop, measured in one run.
+"""Sweep throughput: N trials through `amctl launch sweep` (computed concurrency) against the same N trial
+configurations run one after another in a plain PyTorch loop, and as a bare Ray task pool; one run.
 
-The sweep side is the whole command as a user types it (process start, embedded Ray, Tune, Optuna,
-MLflow, store, evaluations, checkpoints, dumps).  The plain side replays the exact configurations
-the sweep's searcher chose (read back from the store), with all cores given to torch.
+  amctl   the whole command as a user types it (process start, embedded Ray, Tune, Optuna, MLflow, store,
+          evaluations, checkpoints, dumps)
+  plain   the exact configurations the sweep's searcher chose (read back from the store), one after
+          another in this process, all cores given to torch
+  pool    the same configurations as Ray tasks (one CPU and one torch thread each) in a fresh process:
+          `ray.init`, the tasks, `ray.shutdown` (what a hand-written Ray script costs)
 
-    python bench/sweep.py [--trials 8] [--steps 300]
+`--substantial` trains 8 × 4000 steps of a wider model (the regime a real sweep is in); the default is
+8 short trials (300 steps), where fixed costs dominate.
+
+    python bench/sweep.py [--trials 8] [--steps 300 | --substantial]
 """
 
 from __future__ import annotations
@@ -50,13 +56,32 @@ def plain(config: dict) -> float:
     return time.perf_counter() - t0
 
 
+def pool(configs: list[dict]) -> float:
+    """The configurations as a bare Ray task pool, timed as a whole process (start, ray.init, tasks, shutdown)."""
+    here = str(Path(__file__).parent)
+    code = (f"import json, sys, ray; sys.path.insert(0, {here!r}); import sweep as b; "
+            "from amlab.platform.resources import local_only; local_only(); ray.init(logging_level='ERROR'); "
+            "f = ray.remote(num_cpus=1)(lambda c: (__import__('torch').set_num_threads(1), b.plain(c))[1]); "
+            "print(sum(ray.get([f.remote(c) for c in json.loads(sys.stdin.read())]))); ray.shutdown()")
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], input=json.dumps(configs), capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+    if done.returncode != 0:
+        sys.exit(f"the Ray pool failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--substantial", action="store_true", help="8 × 4000 steps of lstm d_model=128")
     args = ap.parse_args()
+    width = 64
+    if args.substantial:
+        args.steps, width = 4000, 128
     spec = {
-        "name": "bench", "mechanisms": {"lstm": {"d_model": 64}}, "tasks": {"copy": {"max_len": 10, "test_lens": [10, 20]}},
+        "name": "bench", "mechanisms": {"lstm": {"d_model": width}}, "tasks": {"copy": {"max_len": 10, "test_lens": [10, 20]}},
         "seeds": [0], "train": {"steps": args.steps, "batch_size": 32, "eval_every": args.steps // 3, "eval_batches": 2},
         "search": {"trials": args.trials, "scheduler": "fifo"},
     }
@@ -72,16 +97,21 @@ def main() -> None:
         os.environ["AMCTL_HOME"] = home
         store = Store(Settings.load().db_url)
         with store.session() as s:
-            configs = [t.config for c in store.sweep(s, "bench").cells for t in c.trials]
+            trials = [t for c in store.sweep(s, "bench").cells for t in c.trials]
+            configs = [t.config for t in trials]
+            if len(trials) != args.trials or any(t.steps_done != args.steps for t in trials):  # the timed work ran
+                sys.exit(f"the sweep did not train {args.trials} × {args.steps} steps: {[t.steps_done for t in trials]}")
         result = json.loads(out.stdout)
+    pooled = pool(configs)
     torch.set_num_threads(os.cpu_count() or 1)
     sequential = sum(plain(c) for c in configs)
-    print(f"{len(configs)} trials of lstm × copy, {args.steps} steps each, {os.cpu_count()} CPUs")
-    print(f"{'what':48s} {'wall s':>8s}")
-    print(f"{'amctl launch sweep (computed concurrency)':48s} {swept:8.1f}")
-    print(f"{'same configs, plain PyTorch, one after another':48s} {sequential:8.1f}")
-    print(f"ratio sweep / plain sequential: {swept / sequential:.2f}  "
-          f"(concurrency {result['concurrency']}, status {result['status']})")
+    print(f"{len(configs)} trials of lstm (d_model={width}) × copy, {args.steps} steps each, {os.cpu_count()} CPUs")
+    print(f"{'what':52s} {'wall s':>8s} {'speed-up':>9s}")
+    print(f"{'same configs, plain PyTorch, one after another':52s} {sequential:8.1f} {1:9.2f}")
+    print(f"{'same configs, bare Ray task pool (whole process)':52s} {pooled:8.1f} {sequential / pooled:9.2f}")
+    label = f"amctl launch sweep (concurrency {result['concurrency']})"
+    print(f"{label:52s} {swept:8.1f} {sequential / swept:9.2f}")
+    print(f"amctl ÷ pool: {swept / pooled:.2f}   (status {result['status']})")
 
 
 if __name__ == "__main__":

@@ -170,7 +170,8 @@ def _train(trial: TrialConfig, session: LocalSession | TrainSession, log: RunLog
     scratch = fresh_folder(trial.scratch) if rank == 0 else None
     per_rank = t.batch_size // world
 
-    evals, window_loss, window_n, tick = start // t.eval_every, 0.0, 0, time.perf_counter()
+    # the loss is summed on the device: one host sync per logging period, none per step (a GPU runs ahead)
+    evals, window_loss, window_n, tick = start // t.eval_every, torch.zeros((), device=device), 0, time.perf_counter()
     latest: dict[str, float] = {}
     for step in range(start, t.steps):
         batch = task.sample(generator(t.seed, "train", rank, step), per_rank, "train").to(device)
@@ -178,23 +179,23 @@ def _train(trial: TrialConfig, session: LocalSession | TrainSession, log: RunLog
             logits, _ = ddp(batch.inputs)
             loss, per_example = compute_loss(loss_kind, logits, batch)
             aux = model.core.auxiliary_loss(per_example.detach())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}: lower train.lr or set train.grad_clip")
         opt.zero_grad(set_to_none=True)
         (loss if aux is None else loss + aux).backward()
         if t.grad_clip:
             nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         opt.step()
         sched.step()
-        window_loss, window_n = window_loss + loss.item(), window_n + 1
+        window_loss, window_n = window_loss + loss.detach().float(), window_n + 1
 
         done = step + 1
         is_eval = done % t.eval_every == 0 or done == t.steps
         if done % t.log_every == 0 or is_eval:
+            mean_loss = window_loss.item() / window_n  # the period's one host sync
+            if not math.isfinite(mean_loss):  # before any evaluation or checkpoint of the diverged weights
+                raise FloatingPointError(f"loss became {mean_loss} by step {done}: lower train.lr or set train.grad_clip")
             now = time.perf_counter()
-            metrics = {TRAIN_LOSS: window_loss / window_n, "train/steps_per_s": window_n / (now - tick),
-                       "train/lr": sched.get_last_lr()[0]}
-            window_loss, window_n, tick = 0.0, 0, now
+            metrics = {TRAIN_LOSS: mean_loss, "train/steps_per_s": window_n / (now - tick), "train/lr": sched.get_last_lr()[0]}
+            window_loss, window_n, tick = torch.zeros((), device=device), 0, now
             if live:
                 live.record(metrics, done, device)
             checkpoint = None

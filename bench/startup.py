@@ -1,0 +1,127 @@
+"""Start-up cost of a launch, cold and warm, and where the cold one goes; measured side by side in one run.
+
+  cold   `amctl launch run` (lstm × copy, a few steps) in a fresh AMCTL_HOME with no Ray running: the
+         process, imports, the stores' schemas, an embedded Ray, Tune, the trial, MLflow, teardown
+  warm   the same launch in a home whose stores exist, attached (`--address`) to a local Ray head that
+         is already up (`ray start --head` on 127.0.0.1), as a user keeps one for many launches
+  parts  each piece of the cold path on its own, in fresh processes: bare interpreter, imports (and the
+         heaviest modules among them), the stores' first opening, `ray.init` + `ray.shutdown`
+
+Every launch is checked to have trained its steps (a launch that trained nothing proves nothing).
+
+    python bench/startup.py [--steps 50] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PY = sys.executable
+AMCTL = [PY, str(Path(__file__).resolve().parents[1] / "amctl.py")]
+HEAVY = ("torch", "ray", "ray.tune", "ray.train", "mlflow", "mlflow.genai", "matplotlib", "optuna", "sqlalchemy", "pandas")
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess]:
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(cmd[:4])}... failed:\n{done.stderr[-3000:]}")
+    return elapsed, done
+
+
+def launch(home: str, steps: int, address: str | None = None) -> float:
+    cmd = [*AMCTL, "launch", "run", "-m", "lstm", "-t", "copy", "--set", f"train.steps={steps}",
+           "--set", f"train.eval_every={steps}", "--set", "mechanism.d_model=16", "--fresh", "--json"]
+    env = {"AMCTL_HOME": home, "RAY_ADDRESS": address} if address else {"AMCTL_HOME": home}
+    if not address:
+        env = {k: v for k, v in {**os.environ, **env}.items() if k != "RAY_ADDRESS"}
+    elapsed, done = timed(cmd + (["--address", address] if address else []), env)
+    out = json.loads(done.stdout[done.stdout.index("{"):])
+    if out["reused"] or out["metrics"].get("step") != steps:
+        sys.exit(f"the launch did not train {steps} steps: {out}")
+    return elapsed
+
+
+def imports() -> dict[str, float]:
+    """Cumulative import time (s) of the launch path and of its heaviest packages, from `python -X importtime`."""
+    _, done = timed([PY, "-X", "importtime", "-c", "import amctl, amlab.platform.api, amlab.platform.sweep"])
+    cumulative = {}
+    for line in done.stderr.splitlines():
+        if m := re.match(r"import time:\s+\d+ \|\s+(\d+) \|(\s*)(\S+)", line):
+            cumulative.setdefault(m.group(3), int(m.group(1)) / 1e6)  # the first (outermost) import of each
+    total = sum(v for k, v in cumulative.items() if "." not in k)
+    return {"all imports": total, **{k: cumulative[k] for k in HEAVY if k in cumulative}}
+
+
+def parts(home: str) -> dict[str, float]:
+    bare, _ = timed([PY, "-c", "pass"])
+    stores = ("from amlab.platform.settings import Settings; from amlab.platform.store import Store; "
+              "from amlab.platform import tracking; s = Settings.load(); Store(s.db_url); tracking.client(s)")
+    imported = "import amlab.platform.store, amlab.platform.tracking, amlab.platform.settings"
+    with_stores, _ = timed([PY, "-c", stores], {"AMCTL_HOME": home})
+    without, _ = timed([PY, "-c", imported], {"AMCTL_HOME": home})
+    ray_cmd = ("import ray, time; from amlab.platform.resources import local_only; local_only(); t = time.perf_counter(); "
+               "ray.init(logging_level='ERROR'); a = time.perf_counter(); ray.shutdown(); "
+               "print(a - t, time.perf_counter() - a)")
+    _, done = timed([PY, "-c", ray_cmd], {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+    start, stop = map(float, done.stdout.split())
+    return {"interpreter start and exit": bare, "stores' first opening (schemas)": with_stores - without,
+            "ray.init (embedded)": start, "ray.shutdown": stop}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    homes, cold, warm = [], [], []
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    for _ in range(args.repeats):
+        homes.append(tempfile.mkdtemp(prefix="amctl-bench-"))
+        cold.append(launch(homes[-1], args.steps))
+    warm_home, head = tempfile.mkdtemp(prefix="amctl-bench-"), tempfile.mkdtemp(prefix="amctl-head-", dir="/tmp")
+    homes += [warm_home, head]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ray_head = subprocess.Popen([str(Path(PY).with_name("ray")), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+                                 f"--port={port}", f"--temp-dir={head}", "--include-dashboard=false",
+                                 "--disable-usage-stats"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+    try:
+        address = f"127.0.0.1:{port}"
+        launch(warm_home, args.steps, address)  # the stores' schemas, once; Ray's head warms up
+        for _ in range(args.repeats):
+            warm.append(launch(warm_home, args.steps, address))
+    finally:
+        os.killpg(ray_head.pid, signal.SIGTERM)  # `ray start --block` stops its head's processes on SIGTERM
+        ray_head.wait(timeout=60)
+    pieces = parts(tempfile.mkdtemp(prefix="amctl-bench-"))
+    imported = imports()
+    for h in homes:
+        shutil.rmtree(h, ignore_errors=True)
+    c, w = statistics.median(cold), statistics.median(warm)
+    print(f"`amctl launch run` lstm × copy, {args.steps} steps, median of {args.repeats}")
+    print(f"{'launch':44s} {'wall s':>7s}")
+    print(f"{'cold (fresh home, embedded Ray)':44s} {c:7.1f}")
+    print(f"{'warm (stores exist, local Ray head up)':44s} {w:7.1f}   cold ÷ warm {c / w:.2f}")
+    print(f"\n{'where a cold launch goes (each alone)':44s} {'s':>7s} {'of cold':>8s}")
+    for what, s in {**pieces, **imported}.items():
+        print(f"{what:44s} {s:7.2f} {s / c:8.0%}")
+
+
+if __name__ == "__main__":
+    main()
