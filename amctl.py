@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from amlab.platform.errors import AmctlError, unexpected
+from amlab.platform.errors import AmctlError, run_then_exit, unexpected
 from amlab.platform.status import Kind, Status
 
 __version__ = "0.1.0"
@@ -293,7 +293,8 @@ def logs(
     remote.follow(url, job, write) if follow else write(remote.logs(url, job))
 
 
-main = app  # the console script's entry point (pyproject: amctl = "amctl:main")
+def main() -> None:  # the console script's entry point (pyproject: amctl = "amctl:main")
+    run_then_exit(app)
 
 if __name__ == "__main__":
     main()

@@ -42,10 +42,10 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, sub
     return elapsed, done
 
 
-def launch(home: str, steps: int, address: str | None = None) -> float:
+def launch(home: str, steps: int, address: str | None = None, extra: dict[str, str] | None = None) -> float:
     cmd = [*AMCTL, "launch", "run", "-m", "lstm", "-t", "copy", "--set", f"train.steps={steps}",
            "--set", f"train.eval_every={steps}", "--set", "mechanism.d_model=16", "--fresh", "--json"]
-    env = {"AMCTL_HOME": home, "RAY_ADDRESS": address} if address else {"AMCTL_HOME": home}
+    env = ({"AMCTL_HOME": home, "RAY_ADDRESS": address} if address else {"AMCTL_HOME": home}) | (extra or {})
     if not address:
         env = {k: v for k, v in {**os.environ, **env}.items() if k != "RAY_ADDRESS"}
     elapsed, done = timed(cmd + (["--address", address] if address else []), env)
@@ -88,7 +88,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     homes, cold, warm = [], [], []
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # the head on loopback only (Ray's local-only mode), no auth token: this machine's own, like an embedded Ray
+    local = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | local
     for _ in range(args.repeats):
         homes.append(tempfile.mkdtemp(prefix="amctl-bench-"))
         cold.append(launch(homes[-1], args.steps))
@@ -97,15 +99,15 @@ def main() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    ray_head = subprocess.Popen([str(Path(PY).with_name("ray")), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+    ray_head = subprocess.Popen([str(Path(PY).with_name("ray")), "start", "--head", "--block",
                                  f"--port={port}", f"--temp-dir={head}", "--include-dashboard=false",
                                  "--disable-usage-stats"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
     try:
         address = f"127.0.0.1:{port}"
-        launch(warm_home, args.steps, address)  # the stores' schemas, once; Ray's head warms up
+        launch(warm_home, args.steps, address, local)  # the stores' schemas, once; Ray's head warms up
         for _ in range(args.repeats):
-            warm.append(launch(warm_home, args.steps, address))
+            warm.append(launch(warm_home, args.steps, address, local))
     finally:
         os.killpg(ray_head.pid, signal.SIGTERM)  # `ray start --block` stops its head's processes on SIGTERM
         ray_head.wait(timeout=60)
