@@ -65,7 +65,7 @@ def pool(configs: list[dict]) -> float:
             "print(sum(ray.get([f.remote(c) for c in json.loads(sys.stdin.read())]))); ray.shutdown()")
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", code], input=json.dumps(configs), capture_output=True, text=True,
-                          env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+                          env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONPATH": here})
     if done.returncode != 0:
         sys.exit(f"the Ray pool failed:\n{done.stderr[-3000:]}")
     return time.perf_counter() - t0
@@ -99,7 +99,8 @@ def main() -> None:
         with store.session() as s:
             trials = [t for c in store.sweep(s, "bench").cells for t in c.trials]
             configs = [t.config for t in trials]
-            if len(trials) != args.trials or any(t.steps_done != args.steps for t in trials):  # the timed work ran
+            # the timed work ran: every searched configuration, then the chosen one on seed 0, at full length
+            if len(trials) != args.trials + 1 or any(t.steps_done != args.steps for t in trials):
                 sys.exit(f"the sweep did not train {args.trials} × {args.steps} steps: {[t.steps_done for t in trials]}")
         result = json.loads(out.stdout)
     pooled = pool(configs)
