@@ -88,7 +88,7 @@ class Progress(tune.Callback):
         self._show("finished", trial, trial.last_result or {})
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._show("failed", trial, trial.last_result or {})
+        self._show("failed", trial, {**(trial.last_result or {}), "error": _error(trial)})
 
 
 def attach_display(tuner: tune.Tuner, display: Display | None) -> None:

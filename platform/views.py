@@ -226,12 +226,18 @@ class LiveLaunch:
             self.live.start()
 
     def update(self, event: str, info: dict[str, Any]) -> None:
+        if event == "failed" and info.get("error"):  # above the live view; on a cluster, into the job's log
+            tail = "\n".join(info["error"].rstrip().splitlines()[-TRACEBACK_LINES:])
+            self.console.print(Text(f"trial {info['trial_id']} ({info['cell']}) failed:\n{tail}", style="red"))
         if self.kind == "run":
             if STEP in info:
                 loss = info.get("train/loss")
                 self.bar.update(self.task, completed=info[STEP], info=f"train loss {loss:.4f}" if loss is not None else "")
         elif self.view is not None:
             self.view.update(event, info)
+
+
+TRACEBACK_LINES = 25  # of a failed trial's traceback, printed by the driver (the whole one is in the trial's folder)
 
 
 def outcome_data(outcome, detail) -> dict[str, Any]:

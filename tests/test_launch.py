@@ -113,8 +113,9 @@ def test_a_diverging_run_fails_and_keeps_why(ray_local, settings):
     args = ["launch", "run", "-m", "lstm", "-t", "copy", *[x for s in sets for x in ("--set", s)], "--json"]
     res = CliRunner().invoke(amctl.app, args)
     assert res.exit_code == 1, res.output
-    out = json.loads(res.output[res.output.index("{"):])
+    out = json.loads(res.stdout)  # stdout holds the JSON alone; the trial's traceback went to stderr (a job's log)
     assert out["status"] == "FAILED"
+    assert "failed:" in res.stderr and "FloatingPointError: loss became" in res.stderr and "train.py" in res.stderr
     assert MlflowClient(settings.mlflow_uri).get_run(out["mlflow_run_id"]).info.status == "FAILED"
     (row,) = [t for c in json.loads(CliRunner().invoke(amctl.app, ["status", out["name"], "--json"]).output)[0]["cells"]
               for t in c["trials"]]
