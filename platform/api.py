@@ -19,7 +19,7 @@ from typing import Any
 from amlab.platform import lease
 from amlab.platform.errors import BadInput, SweepActive
 from amlab.platform.launch import Launch
-from amlab.platform.settings import Settings, redact
+from amlab.platform.settings import Settings, local_artifacts, redact
 from amlab.platform.spec import SpecError, apply_overrides, load_yaml, validate_run
 from amlab.platform.status import Kind, Status, study_name
 from amlab.platform.store import Store, Transition
@@ -174,11 +174,12 @@ def listing(kind: str) -> list[dict[str, Any]]:
 def serve(cmd: list[str], log: Path | None = None, open_url: str | None = None) -> int:
     """Run a server in the foreground (its request log to `log`, not the terminal) until it exits or Ctrl-C;
     `open_url` is opened in a browser tab once the server has started."""
+    import contextlib
     import subprocess
     import webbrowser
 
-    with open(log, "a") if log else open(os.devnull) as sink:
-        proc = subprocess.Popen(cmd, **({"stdout": sink, "stderr": subprocess.STDOUT} if log else {}))
+    with open(log, "a") if log else contextlib.nullcontext() as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT if sink else None)
         try:
             if open_url:
                 webbrowser.open(open_url)
@@ -281,7 +282,7 @@ def ui_command(port: int | None, optuna_ui: bool, name: str | None = None) -> tu
             f"{base}/#/experiments?{ML_VIEW}"
         backend_by_env(cfg.mlflow_uri)
         cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-               "--default-artifact-root", cfg.artifacts or (cfg.home / "artifacts").as_uri(), "--workers", "1"]
+               "--default-artifact-root", cfg.artifacts or local_artifacts(cfg.home), "--workers", "1"]
     (cfg.home / "logs").mkdir(exist_ok=True)
     return cmd, url, cfg.home / "logs" / ("optuna-dashboard.log" if optuna_ui else "mlflow-ui.log")
 
@@ -303,7 +304,7 @@ def server_command(port: int, host: str, backend: str | None, artifacts: str | N
     backend = backend or os.environ.get("MLFLOW_BACKEND_STORE_URI") or cfg.mlflow_uri
     if backend.startswith(("http://", "https://")):
         raise BadInput(f"MLFLOW_TRACKING_URI is a server ({redact(backend)}); give --backend postgresql://.../mlflow")
-    destination = artifacts or cfg.artifacts or (cfg.home / "artifacts").as_uri()
+    destination = artifacts or cfg.artifacts or local_artifacts(cfg.home)
     if destination.startswith("mlflow-artifacts:"):
         raise BadInput(f"AMCTL_ARTIFACTS is {destination}, the clients' view of this server; give --artifacts s3://... "
                        "(or gs://, a folder): where the server keeps them")

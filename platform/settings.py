@@ -41,7 +41,7 @@ class Settings:
         mlflow_uri = env("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
         # one bucket for everything durable (AMCTL_STORAGE=s3://bucket/prefix); a tracking server keeps artifacts itself
         bucket = env("AMCTL_STORAGE", "").rstrip("/")
-        local = "" if mlflow_uri.startswith(("http://", "https://")) else (home / "artifacts").as_uri()
+        local = "" if mlflow_uri.startswith(("http://", "https://")) else local_artifacts(home)
         return cls(
             home=home,
             db_url=env("AMCTL_DB_URL", f"sqlite:///{home / 'amctl.db'}"),
@@ -58,6 +58,11 @@ class Settings:
 
     def fingerprint(self) -> str:
         return json.dumps({k: redact(v) for k, v in self.store_env().items() if k != "AMCTL_HOME"}, sort_keys=True)
+
+
+def local_artifacts(home: Path) -> str:
+    """The artifact folder in AMCTL_HOME: the default root, and what a local server keeps when none is set."""
+    return (home / "artifacts").as_uri()
 
 
 def redact(url: str) -> str:

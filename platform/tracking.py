@@ -72,7 +72,7 @@ def experiment_name(kind: Kind, sweep: str, configured: str | None = None) -> st
     (MLflow's own variable), else `amctl`.  Only a new launch reads this: a relaunch stays where it was recorded."""
     if kind is Kind.SWEEP:
         return configured or sweep
-    return configured or os.environ.get("MLFLOW_EXPERIMENT_NAME") or RUNS_EXPERIMENT
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or RUNS_EXPERIMENT
 
 
 def experiment_id(c: MlflowClient, settings: Settings, name: str) -> str:

@@ -44,7 +44,7 @@ def settings(tmp_path_factory):
     return Settings.load()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -69,7 +69,7 @@ def ray_cluster(settings):
 
     Config.initialize("")  # `import ray` (at collection) cached the auth mode; read it again, as Ray does
     AuthenticationTokenLoader.instance().reset_cache()
-    port = _free_port()
+    port = free_port()
     node = {"num_cpus": 1, "object_store_memory": 200 * 1024**2}
     # each node its own short temp dir (unix socket paths <= 107 bytes), as separate machines have separate disks:
     # a node that drops a job's working_dir from its cache must not delete the other node's copy

@@ -6,13 +6,13 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
 import pytest
+from conftest import free_port
 from test_scaleout import check_finished, launch, sweep_spec
 
 BUCKET = "amctl-test"
@@ -24,9 +24,7 @@ pytestmark = [pytest.mark.embedded,
 @pytest.fixture
 def s3(monkeypatch, tmp_path):
     """moto's S3 server on loopback, and the standard AWS variables every process (and node) of the test reads."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     with open(tmp_path / "moto.log", "w") as log:
         server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1",

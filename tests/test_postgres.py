@@ -11,7 +11,6 @@ import glob
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from conftest import free_port
 from mlflow.tracking import MlflowClient
 
 from amlab.platform.api import plan
@@ -32,12 +32,6 @@ from amlab.platform.sweep import run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 DATABASES = ("amctl", "mlflow", "optuna")  # MLflow and Optuna each keep their own Alembic schema
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

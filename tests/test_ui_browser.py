@@ -16,6 +16,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import free_port
 from mlflow import MlflowClient
 from test_report_browser import CHROMIUM, DRIVER, browser
 
@@ -89,14 +90,6 @@ def unfold(driver, run_name: str) -> None:
     cell.find_element("css selector", "button").click()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_mlflow_ui_shows_the_run_tree_system_metrics_dumps_models_and_source(finished, tmp_path):
     from amlab.platform import tracking
     from amlab.platform.api import ui_command
@@ -113,7 +106,7 @@ def test_the_mlflow_ui_shows_the_run_tree_system_metrics_dumps_models_and_source
     images = [a.path for a in client.list_artifacts(trial.info.run_id, "dumps") if a.path.endswith(".png")]
     assert images, "the trial logged no dump image"
 
-    port = _free_port()
+    port = free_port()
     cmd, url, log = ui_command(port, False, SWEEP)
     assert url.endswith(f"/#/experiments/{exp}/runs?workflowType=machine_learning")
     driver = browser(tmp_path / "profile")
@@ -172,7 +165,7 @@ def test_optuna_dashboard_shows_the_cells_study_with_positive_accuracies_and_a_p
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE and study.best_value > 0
     study_id = study._study_id
 
-    port = _free_port()
+    port = free_port()
     cmd, url, log = ui_command(port, True)
     driver = browser(tmp_path / "profile")
     with served(cmd, log, f"{url}/api/studies"):
