@@ -3,9 +3,12 @@
 Everything is measured side by side in one run (the machines are noisy) and
 printed as ratios:
   plain    the bare loop: same model, data, optimizer, batch size and threads; no eval, no logging
+  process  the same bare loop as a whole `python` process (interpreter, torch import, model, loop)
   loop     amctl's training loop in-process (evaluation, checkpoints), no Ray, no MLflow
   launch   `amctl launch run` as a user types it: process start, embedded Ray, Tune, MLflow, store, dumps
 The launch command is timed with evaluation at the default cadence and with a single final evaluation.
+Trial speed compares training throughput alone: the median of the launch's logged `train/steps_per_s`
+(one value per 50-step window, evaluation excluded) against the plain loop's median 50-step window.
 
     python bench/overhead.py [--steps 1000] [--repeats 2]
 """
@@ -36,13 +39,19 @@ from amlab.workloads.tasks.base import generator
 AMCTL = [sys.executable, str(Path(__file__).resolve().parents[1] / "amctl.py")]
 
 
-def plain(steps: int, spec) -> float:
+WINDOW = 50  # the loop's default log_every: one steps/s value per window
+
+
+def plain(steps: int, spec, windows: list[float] | None = None) -> float:
     task = TASKS.get("copy").build(spec.task_params())
     torch.manual_seed(0)
     model = build_model("lstm", spec.mechanism_params(), task, "copy")
     opt = torch.optim.Adam(model.parameters(), lr=spec.train.lr)
-    t0 = time.perf_counter()
+    t0 = tick = time.perf_counter()
     for step in range(steps):
+        if windows is not None and step and step % WINDOW == 0:
+            windows.append(WINDOW / (time.perf_counter() - tick))
+            tick = time.perf_counter()
         batch = task.sample(generator(0, "train", 0, step), spec.train.batch_size, "train")
         logits, _ = model(batch.inputs)
         loss, _ = compute_loss("bce", logits, batch)
@@ -53,22 +62,43 @@ def plain(steps: int, spec) -> float:
     return time.perf_counter() - t0
 
 
+def process(steps: int) -> float:
+    """The plain loop as its own process: what `python train.py` costs a user, start to exit."""
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import torch, overhead; "
+            f"torch.set_num_threads({os.cpu_count() or 1}); from amlab.platform.spec import validate_run; "
+            f"overhead.plain({steps}, validate_run({{'mechanism': {{'name': 'lstm'}}, 'task': {{'name': 'copy'}}}}))")
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return time.perf_counter() - t0
+
+
+def trial_speed(home: str, run_id: str) -> float:
+    """The median `train/steps_per_s` the launch's trial logged (evaluation time excluded by the loop)."""
+    from mlflow.tracking import MlflowClient
+
+    history = MlflowClient(f"sqlite:///{home}/mlflow.db").get_metric_history(run_id, "train/steps_per_s")
+    return statistics.median(m.value for m in history)
+
+
 def loop(steps: int, spec) -> float:
     t0 = time.perf_counter()
     train_loop(TrialConfig.local(spec, torch.get_num_threads()), LocalSession())
     return time.perf_counter() - t0
 
 
-def launch(home: str, steps: int, extra: list[str]) -> float:
+def launch(home: str, steps: int, extra: list[str], speeds: list[float] | None = None) -> float:
     t0 = time.perf_counter()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"AMCTL_HOME": home}
     out = subprocess.run([*AMCTL, "launch", "run", "-m", "lstm", "-t", "copy", "--set", f"train.steps={steps}", *extra,
-                          "--fresh", "--json"], env={**os.environ, "AMCTL_HOME": home}, capture_output=True, text=True)
+                          "--fresh", "--json"], env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
     if out.returncode != 0:
         sys.exit(f"amctl launch run failed:\n{out.stderr[-3000:]}")
     done = json.loads(out.stdout)
     if done["reused"] or done["metrics"].get("step") != steps:  # a launch that trained nothing proves nothing
         sys.exit(f"amctl launch run did not train {steps} steps: {done}")
+    if speeds is not None:
+        speeds.append(trial_speed(home, done["mlflow_run_id"]))
     return elapsed
 
 
@@ -84,12 +114,15 @@ def main() -> None:
                          "train": {"steps": args.steps, "eval_every": args.steps}})
     home = tempfile.mkdtemp(prefix="amctl-bench-")
     first = launch(home, args.steps, [])  # creates the stores (MLflow's schema migrations): a once-per-home cost
+    plain_windows: list[float] = []
+    trial_speeds: list[float] = []
     measures = {
-        "plain PyTorch loop": lambda: plain(args.steps, spec),
+        "plain PyTorch loop": lambda: plain(args.steps, spec, plain_windows),
+        "plain PyTorch loop, whole process": lambda: process(args.steps),
         "amctl loop, in-process, eval once": lambda: loop(args.steps, once),
         "amctl loop, in-process, default eval": lambda: loop(args.steps, spec),
         "amctl launch run, eval once": lambda: launch(home, args.steps, ["--set", f"train.eval_every={args.steps}"]),
-        "amctl launch run, default eval": lambda: launch(home, args.steps, []),
+        "amctl launch run, default eval": lambda: launch(home, args.steps, [], trial_speeds),
     }
     samples: dict[str, list[float]] = {k: [] for k in measures}
     for _ in range(args.repeats):  # interleaved, so slow drift in machine load hits every line alike
@@ -104,6 +137,11 @@ def main() -> None:
     fixed = times["amctl launch run, eval once"] - times["amctl loop, in-process, eval once"]
     print(f"fixed cost of process + Ray + Tune + MLflow + store: about {fixed:.1f} s per launch "
           f"(the first launch in a new AMCTL_HOME took {first:.1f} s: it also creates the stores)")
+    print(f"launch ÷ plain process: {times['amctl launch run, eval once'] / times['plain PyTorch loop, whole process']:.2f}"
+          " (eval once)")
+    speed, plain_speed = statistics.median(trial_speeds), statistics.median(plain_windows)
+    print(f"trial speed: {speed:.1f} steps/s in the launch's trial against {plain_speed:.1f} in the plain loop "
+          f"({speed / plain_speed:.2f}×, median {WINDOW}-step windows)")
     shutil.rmtree(home, ignore_errors=True)
 
 

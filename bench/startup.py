@@ -5,7 +5,9 @@
   warm   the same launch in a home whose stores exist, attached (`--address`) to a local Ray head that
          is already up (`ray start --head` on 127.0.0.1), as a user keeps one for many launches
   parts  each piece of the cold path on its own, in fresh processes: bare interpreter, imports (and the
-         heaviest modules among them), the stores' first opening, `ray.init` + `ray.shutdown`
+         heaviest modules among them), the stores' first opening, `ray.init` + `ray.shutdown` (as amctl
+         starts it: no dashboard).  A launch starts Ray on a thread while it imports and opens its stores,
+         so the parts add up to more than the launch.
 
 Every launch is checked to have trained its steps (a launch that trained nothing proves nothing).
 
@@ -74,7 +76,7 @@ def parts(home: str) -> dict[str, float]:
     with_stores, _ = timed([PY, "-c", stores], {"AMCTL_HOME": home})
     without, _ = timed([PY, "-c", imported], {"AMCTL_HOME": home})
     ray_cmd = ("import ray, time; from amlab.platform.resources import local_only; local_only(); t = time.perf_counter(); "
-               "ray.init(logging_level='ERROR'); a = time.perf_counter(); ray.shutdown(); "
+               "ray.init(logging_level='ERROR', include_dashboard=False); a = time.perf_counter(); ray.shutdown(); "
                "print(a - t, time.perf_counter() - a)")
     _, done = timed([PY, "-c", ray_cmd], {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
     start, stop = map(float, done.stdout.split())

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from amlab.platform import lease
+from amlab.platform import errors, lease
 from amlab.platform.errors import BadInput, SweepActive
 from amlab.platform.launch import Launch
 from amlab.platform.settings import Settings, local_artifacts, redact
@@ -77,11 +77,19 @@ def recorded(name: str) -> tuple[Launch, dict[str, Any]]:
 def launch(lch: Launch, *, address: str | None = None, fresh: bool = False, extend: bool = False, display=None,
            on_plan=None):
     """Run a launch on the local or joined Ray cluster; `fresh` first deletes what an earlier launch recorded."""
-    from amlab.platform.sweep import run_sweep
+    from amlab.platform import resources
 
-    if fresh and exists(lch.name):
-        delete(lch.name)
-    return run_sweep(lch, settings(), address=address, extend=extend, display=display, on_plan=on_plan)
+    resources.check_local_devices(lch.resources.gpus_per_worker, address)
+    errors.hold_interrupts()  # until run_sweep can close what it records
+    try:
+        resources.start_ray(stores := settings(), address)  # it starts while the imports below and the stores open
+        from amlab.platform.sweep import run_sweep
+
+        if fresh and exists(lch.name):
+            delete(lch.name)
+        return run_sweep(lch, stores, address=address, extend=extend, display=display, on_plan=on_plan)
+    finally:
+        errors.release_interrupts(raise_held=False)  # an error before run_sweep released them is already raised
 
 
 def submit(lch: Launch, data: dict[str, Any], url: str, args: list[str], write: Callable[[str], None],

@@ -9,7 +9,9 @@ prints one line (`unexpected`) and keeps the traceback in a private file (exit 1
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
+import threading
 import traceback
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -52,6 +54,33 @@ class ResourceError(BadInput):
 
 class StoreError(BadInput):
     """A store that cannot be opened: a home that is not a folder, a database file that is not a database."""
+
+
+_held: tuple[list[bool], object] | None = None  # while interrupts are held: whether Ctrl-C came, the handler before
+
+
+def hold_interrupts() -> None:
+    """Hold Ctrl-C from here until `release_interrupts`, on the main thread.
+
+    A launch's start-up imports libraries (some wrap imports in a bare `except`, which would swallow the
+    KeyboardInterrupt) and opens its records (which must not be left half-open); the interrupt is raised
+    where the launch can close what it opened.
+    """
+    global _held
+    if _held is None and threading.current_thread() is threading.main_thread():
+        came: list[bool] = []
+        _held = (came, signal.signal(signal.SIGINT, lambda _signum, _frame: came.append(True)))
+
+
+def release_interrupts(*, raise_held: bool = True) -> None:
+    """Stop holding Ctrl-C and raise the KeyboardInterrupt it would have raised meanwhile (if `raise_held`)."""
+    global _held
+    if _held is None:
+        return
+    (came, previous), _held = _held, None
+    signal.signal(signal.SIGINT, previous)
+    if came and raise_held:
+        raise KeyboardInterrupt
 
 
 def unexpected(command: str, error: Exception, debug: bool) -> str:
@@ -102,8 +131,10 @@ def run_then_exit(app: Callable[[], object]) -> NoReturn:
         code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
         if isinstance(e.code, str):
             print(e.code, file=sys.stderr)
-    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
-        sys.modules["ray"].shutdown()
+    if "ray" in sys.modules:
+        from amlab.platform.resources import stop_ray
+
+        stop_ray()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

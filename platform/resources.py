@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import sys
+import threading
 from dataclasses import dataclass
 
 import ray
@@ -22,25 +25,73 @@ from amlab.platform.sweep_spec import ResourcesSpec
 from amlab.platform.trial import Placement
 
 DRIVER_CPU = 0.01  # a Tune trial that only drives a TorchTrainer; it cannot ask for 0
+_starting: tuple[threading.Event, list[BaseException | None]] | None = None  # a start_ray not yet waited for
 
 
-def ensure_ray(settings: Settings, address: str | None = None) -> None:
-    """Start an embedded local Ray on loopback only (or join `address`), giving every worker the driver's stores.
+def start_ray(settings: Settings, address: str | None = None) -> None:
+    """Begin starting an embedded local Ray on loopback (or joining `address`) on a thread; `ensure_ray` waits.
 
-    An embedded Ray's workers are children of this process: they inherit the environment the stores were read
-    from (settings are a function of it), credentials included; only credential-free URLs are put in Ray's
-    runtime env, which Ray writes to its logs.  On a cluster, URLs with
-    credentials come from the nodes' environment; every trial checks its stores are the driver's
-    (settings.worker_settings against the fingerprint in its TrialConfig).
+    A cold launch's imports and its stores' first opening then run while Ray's processes start (about 4 s
+    on 2 cores).  The thread lives as long as the process: Ray's head processes die with the thread that
+    spawned them (PR_SET_PDEATHSIG), so they would be killed the moment it returned.
+
+    Every worker gets the driver's stores.  An embedded Ray's workers are children of this process and
+    inherit its environment (settings are a function of it, credentials included), so it needs no runtime
+    env.  A joined cluster gets the credential-free URLs in the job's runtime env, which Ray writes to its
+    logs; URLs with credentials come from the nodes' environment, and every trial checks its stores are the
+    driver's (settings.worker_settings against the fingerprint in its TrialConfig).
     """
+    global _starting
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the progress display is ours; Tune's tables would interleave
-    if ray.is_initialized():
+    if _starting is not None or ray.is_initialized():
         return
     check_withheld()
     public = split_secrets(settings.store_env())[0] | OFFLINE
-    if not (address or os.environ.get("RAY_ADDRESS")):
+    if address or os.environ.get("RAY_ADDRESS"):
+        options = {"address": address, "runtime_env": {"env_vars": public}}
+    else:
         local_only()
-    ray.init(address=address, log_to_driver=False, logging_level="ERROR", runtime_env={"env_vars": public})
+        os.environ.update(public)  # what the embedded Ray's processes inherit
+        options = {"include_dashboard": False}  # the Jobs API serves `--address` clusters, never this one
+    if threading.current_thread() is threading.main_thread():  # Ray sets this only when init runs on the main thread
+        signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(signum))
+    outcome: list[BaseException | None] = []
+    done = threading.Event()
+
+    def start() -> None:
+        try:
+            ray.init(log_to_driver=False, logging_level="ERROR", **options)
+            outcome.append(None)
+        except BaseException as e:  # handed to ensure_ray, raised on the main thread
+            outcome.append(e)
+        done.set()
+        threading.Event().wait()  # see above: the head's processes live as long as this thread
+
+    threading.Thread(target=start, name="amctl-ray-start", daemon=True).start()
+    _starting = (done, outcome)
+
+
+def ensure_ray(settings: Settings, address: str | None = None) -> None:
+    """Ray started (or joined) as `start_ray` does; waits for a start already begun, and raises its error."""
+    global _starting
+    start_ray(settings, address)
+    if _starting is None:
+        return
+    done, outcome = _starting
+    done.wait()
+    _starting = None
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
+def stop_ray() -> None:
+    """Shut Ray down if this process started or joined it, after any start still in flight has ended."""
+    global _starting
+    if _starting is not None:
+        _starting[0].wait()
+        _starting = None
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 def local_only() -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ray import tune
 
-from amlab.platform import lease, records, resources, storage
+from amlab.platform import errors, lease, records, resources, storage
 from amlab.platform.callbacks import Bookkeeper, CancelStopper, Display, Progress, attach_display
 from amlab.platform.launch import Launch
 from amlab.platform.records import SweepContext
@@ -63,11 +63,13 @@ def run_sweep(
             status = Status(ctx.store.sweep(s, launch.name).status)
         if status != Status.FINISHED:  # e.g. killed after its last cell finished
             status = records.finalize(ctx, launch.cells)
+        errors.release_interrupts()
         return SweepOutcome(launch.name, launch.kind, status, ctx.sweep_run_id, skipped, [])
 
     with lease.Heartbeat(ctx.store, launch.name):  # open_launch took the lease: fresh until the records are final
         interrupted, concurrency = False, 0
         try:  # Ray's start-up included: Ctrl-C at any moment ends in finalize, exit 130
+            errors.release_interrupts()  # a Ctrl-C held since the launch began is raised here
             concurrency = _tune(launch, ctx, pending, settings, address, display, on_plan)
         except KeyboardInterrupt:
             interrupted = True

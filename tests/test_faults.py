@@ -147,7 +147,8 @@ def test_a_relaunch_over_a_replaced_store_resumes_nothing_it_does_not_account_fo
 
 @pytest.mark.embedded
 def test_ctrl_c_while_ray_starts_is_honoured(tmp_path):
-    """SIGINT as soon as the embedded Ray's first processes exist (before any trial): exit 130, nothing RUNNING."""
+    """SIGINT as soon as the embedded Ray's first processes exist (before any trial; Ray starts on a thread while
+    the driver imports and opens its records): exit 130, nothing RUNNING, and none of Ray's processes left."""
     import signal
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"AMCTL_HOME": str(tmp_path)}
@@ -157,8 +158,8 @@ def test_ctrl_c_while_ray_starts_is_honoured(tmp_path):
     try:
         deadline = time.time() + 120
         while time.time() < deadline and run.poll() is None:
-            names = {p.name() for p in psutil.Process(run.pid).children(recursive=True) if p.is_running()}
-            if names & {"gcs_server", "raylet"}:
+            ray_procs = [p for p in psutil.Process(run.pid).children(recursive=True) if p.is_running()]
+            if {p.name() for p in ray_procs} & {"gcs_server", "raylet"}:
                 break
             time.sleep(0.05)
         assert run.poll() is None, run.stderr.read()[-3000:]
@@ -168,6 +169,8 @@ def test_ctrl_c_while_ray_starts_is_honoured(tmp_path):
         if run.poll() is None:
             run.kill()
     assert run.returncode == 130, err[-3000:]
+    _, alive = psutil.wait_procs(ray_procs, timeout=30)
+    assert not alive, f"Ray's processes outlived the launch: {[p.name() for p in alive]}"
     store = Store(f"sqlite:///{tmp_path / 'amctl.db'}")
     with store.session() as s:
         rows, sweeps = s.query(Trial).all(), store.sweeps(s)
