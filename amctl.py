@@ -269,10 +269,10 @@ def server(
 @command(app, "cluster", CLUSTER)
 def cluster(
     action: Annotated[Literal["up", "down", "status"], typer.Argument(help="ray up -y | ray down -y | ray status")],
-    config: Annotated[Path, typer.Argument(help="Cluster-launcher YAML, e.g. cluster/aws.yaml.")],
+    config: Annotated[Path | None, typer.Argument(help="Cluster-launcher YAML (cluster/aws.yaml); none: this machine.")] = None,
 ) -> None:
-    """Bring a Ray cluster up or down, or show its nodes and pending demand (the config is checked first)."""
-    raise typer.Exit(api.serve(api.cluster_command(action, config)))
+    """Bring a Ray cluster up or down, or show its nodes and demand; with no CONFIG, a local Ray head launches join."""
+    raise typer.Exit(api.serve(api.cluster_command(action, config)) if config else api.local_cluster(action, out(True).print))
 
 
 @command(app, "jobs", CLUSTER)

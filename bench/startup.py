@@ -2,8 +2,8 @@
 
   cold   `amctl launch run` (lstm × copy, a few steps) in a fresh AMCTL_HOME with no Ray running: the
          process, imports, the stores' schemas, an embedded Ray, Tune, the trial, MLflow, teardown
-  warm   the same launch in a home whose stores exist, attached (`--address`) to a local Ray head that
-         is already up (`ray start --head` on 127.0.0.1), as a user keeps one for many launches
+  warm   the same launch in a home whose stores exist and whose warm local Ray head is up (`amctl cluster
+         up`, which launches join), as a user keeps one for many launches
   parts  each piece of the cold path on its own, in fresh processes: bare interpreter, imports (and the
          heaviest modules among them), the stores' first opening, `ray.init` + `ray.shutdown` (as amctl
          starts it: no dashboard).  A launch starts Ray on a thread while it imports and opens its stores,
@@ -21,8 +21,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,20 +35,18 @@ HEAVY = ("torch", "ray", "ray.tune", "ray.train", "mlflow", "mlflow.genai", "mat
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess]:
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | (env or {})  # no cluster but amctl's own
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
     if done.returncode != 0:
         sys.exit(f"{' '.join(cmd[:4])}... failed:\n{done.stderr[-3000:]}")
     return elapsed, done
 
 
-def launch(home: str, steps: int, address: str | None = None, extra: dict[str, str] | None = None) -> float:
+def launch(home: str, steps: int) -> float:
     cmd = [*AMCTL, "launch", "run", "-m", "lstm", "-t", "copy", "--set", f"train.steps={steps}",
            "--set", f"train.eval_every={steps}", "--set", "mechanism.d_model=16", "--fresh", "--json"]
-    env = ({"AMCTL_HOME": home, "RAY_ADDRESS": address} if address else {"AMCTL_HOME": home}) | (extra or {})
-    if not address:
-        env = {k: v for k, v in {**os.environ, **env}.items() if k != "RAY_ADDRESS"}
-    elapsed, done = timed(cmd + (["--address", address] if address else []), env)
+    elapsed, done = timed(cmd, {"AMCTL_HOME": home})
     out = json.loads(done.stdout[done.stdout.index("{"):])
     if out["reused"] or out["metrics"].get("step") != steps:
         sys.exit(f"the launch did not train {steps} steps: {out}")
@@ -78,7 +74,7 @@ def parts(home: str) -> dict[str, float]:
     ray_cmd = ("import ray, time; from amlab.platform.resources import local_only; local_only(); t = time.perf_counter(); "
                "ray.init(logging_level='ERROR', include_dashboard=False); a = time.perf_counter(); ray.shutdown(); "
                "print(a - t, time.perf_counter() - a)")
-    _, done = timed([PY, "-c", ray_cmd], {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+    _, done = timed([PY, "-c", ray_cmd])
     start, stop = map(float, done.stdout.split())
     return {"interpreter start and exit": bare, "stores' first opening (schemas)": with_stores - without,
             "ray.init (embedded)": start, "ray.shutdown": stop}
@@ -90,29 +86,18 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     homes, cold, warm = [], [], []
-    # the head on loopback only (Ray's local-only mode), no auth token: this machine's own, like an embedded Ray
-    local = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | local
     for _ in range(args.repeats):
         homes.append(tempfile.mkdtemp(prefix="amctl-bench-"))
         cold.append(launch(homes[-1], args.steps))
-    warm_home, head = tempfile.mkdtemp(prefix="amctl-bench-"), tempfile.mkdtemp(prefix="amctl-head-", dir="/tmp")
-    homes += [warm_home, head]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    ray_head = subprocess.Popen([str(Path(PY).with_name("ray")), "start", "--head", "--block",
-                                 f"--port={port}", f"--temp-dir={head}", "--include-dashboard=false",
-                                 "--disable-usage-stats"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+    warm_home = tempfile.mkdtemp(prefix="amctl-bench-")
+    homes.append(warm_home)
+    timed([*AMCTL, "cluster", "up"], {"AMCTL_HOME": warm_home})  # the warm local head this home's launches join
     try:
-        address = f"127.0.0.1:{port}"
-        launch(warm_home, args.steps, address, local)  # the stores' schemas, once; Ray's head warms up
+        launch(warm_home, args.steps)  # the stores' schemas, once; Ray's head warms up
         for _ in range(args.repeats):
-            warm.append(launch(warm_home, args.steps, address, local))
+            warm.append(launch(warm_home, args.steps))
     finally:
-        os.killpg(ray_head.pid, signal.SIGTERM)  # `ray start --block` stops its head's processes on SIGTERM
-        ray_head.wait(timeout=60)
+        timed([*AMCTL, "cluster", "down"], {"AMCTL_HOME": warm_home})
     pieces = parts(tempfile.mkdtemp(prefix="amctl-bench-"))
     imported = imports()
     for h in homes:

@@ -327,6 +327,13 @@ def backend_by_env(uri: str) -> None:
     os.environ["MLFLOW_BACKEND_STORE_URI"] = uri
 
 
+def local_cluster(action: str, note: Callable[[str], None]) -> int:
+    """`amctl cluster up|down|status` with no config: the warm local Ray head that launches join."""
+    from amlab.platform import local_cluster
+
+    return local_cluster.act(settings(), action, note)
+
+
 def cluster_command(action: str, config: Path) -> list[str]:
     """`ray up/down` or `ray status` on the head for a cluster-launcher YAML, checked as `ray up` would (BadInput)."""
     from amlab.platform.cluster_config import check

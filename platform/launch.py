@@ -12,7 +12,7 @@ from typing import Any
 
 from amlab.platform.spec import RunSpec, config_hash
 from amlab.platform.status import Kind
-from amlab.platform.sweep_spec import CellPlan, ResourcesSpec, SearchSpec, SweepSpec
+from amlab.platform.sweep_spec import WHOLE_NODE, CellPlan, ResourcesSpec, SearchSpec, SweepSpec
 
 
 @dataclass(frozen=True)
@@ -46,5 +46,7 @@ class Launch:
         normalised, train = spec.normalised(), spec.train
         search = SearchSpec(trials=1, scheduler="fifo")
         cell = CellPlan(spec.mechanism.name, spec.task.name, normalised, {}, (train.seed,), search, spec.config_hash())
-        resources = ResourcesSpec(workers_per_trial=train.workers, gpus_per_worker=1 if train.device == "cuda" else 0)
+        # a whole node's CPUs, as a plain PyTorch script takes the machine's cores (plan caps at the largest node)
+        resources = ResourcesSpec(workers_per_trial=train.workers, gpus_per_worker=1 if train.device == "cuda" else 0,
+                                  cpus_per_worker=WHOLE_NODE)
         return cls(Kind.RUN, cell.key, normalised, [cell], search, resources)

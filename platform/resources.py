@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import ray
 
+from amlab.platform import local_cluster
 from amlab.platform.errors import ResourceError
 from amlab.platform.settings import OFFLINE, Settings, check_withheld, split_secrets
 from amlab.platform.sweep_spec import ResourcesSpec
@@ -47,6 +48,10 @@ def start_ray(settings: Settings, address: str | None = None) -> None:
         return
     check_withheld()
     public = split_secrets(settings.store_env())[0] | OFFLINE
+    if not (address or os.environ.get("RAY_ADDRESS")) and (head := local_cluster.running(settings)):
+        os.environ.update(head["env"])  # `amctl cluster up`'s warm local head: joined like a cluster
+        local_only()
+        address = head["address"]
     if address or os.environ.get("RAY_ADDRESS"):
         options = {"address": address, "runtime_env": {"env_vars": public}}
     else:

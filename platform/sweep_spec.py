@@ -62,10 +62,13 @@ class SearchSpec(Strict):
     seed: int = Field(0, ge=0, description="seed of the TPE sampler")
 
 
+WHOLE_NODE = 256  # the most CPUs a worker may ask for; planning caps any request at the largest node's CPUs
+
+
 class ResourcesSpec(Strict):
     workers_per_trial: int = Field(1, ge=1, le=1024)
     gpus_per_worker: float = Field(0, ge=0, le=16)
-    cpus_per_worker: float = Field(1, gt=0, le=256)
+    cpus_per_worker: float = Field(1, gt=0, le=WHOLE_NODE)
     max_concurrent: int | None = Field(None, ge=1, description="cap on concurrent trials; default: what the cluster fits")
     max_failures: int = Field(2, ge=0, le=100, description="retries of a trial from its last checkpoint after its "
                               "process, worker or node dies (0: none)")

@@ -172,6 +172,7 @@ def _train(trial: TrialConfig, session: LocalSession | TrainSession, log: RunLog
 
     # the loss is summed on the device: one host sync per logging period, none per step (a GPU runs ahead)
     evals, window_loss, window_n, tick = start // t.eval_every, torch.zeros((), device=device), 0, time.perf_counter()
+    reported = tick
     latest: dict[str, float] = {}
     for step in range(start, t.steps):
         batch = task.sample(generator(t.seed, "train", rank, step), per_rank, "train").to(device)
@@ -214,7 +215,9 @@ def _train(trial: TrialConfig, session: LocalSession | TrainSession, log: RunLog
                 log.log({k: v for k, v in metrics.items() if k != OBJECTIVE}, done, int(time.time() * 1000))
                 if is_eval:
                     log.flush()
-            session.report({STEP: done, EVALS: evals, **metrics}, checkpoint)
+            if is_eval or now - reported >= session.report_every_s:
+                session.report({STEP: done, EVALS: evals, **metrics}, checkpoint)
+                reported = now
             if checkpoint is not None:
                 shutil.rmtree(checkpoint, ignore_errors=True)  # the session has persisted it
 

@@ -66,6 +66,20 @@ def test_the_shipped_cloud_clusters_fit_a_gpu_sweep_at_their_largest():
         assert plan(ResourcesSpec(workers_per_trial=4, gpus_per_worker=1), 100, shape).concurrency == 4
 
 
+def test_a_single_run_takes_a_whole_node_and_a_sweep_trial_one_cpu():
+    """A run's one trial gets the largest node's CPUs as torch threads (a plain script's default); a sweep's trials
+    take one CPU each, so a 2-core machine runs two at once."""
+    from amlab.platform.api import plan as plan_launch
+    from amlab.platform.status import Kind
+
+    shape = Shape([{"CPU": 2.0}, {"CPU": 8.0}])
+    run = plan_launch(Kind.RUN, {"mechanism": {"name": "lstm"}, "task": {"name": "copy"}})
+    whole = plan(run.resources, total_trials=1, shape=shape)
+    assert (whole.request, whole.placement.threads, whole.concurrency) == ({"cpu": 8.0, "gpu": 0}, 8, 1)
+    sweep = plan(ResourcesSpec(), total_trials=20, shape=shape)
+    assert (sweep.request["cpu"], sweep.placement.threads, sweep.concurrency) == (1, 1, 10)
+
+
 # -- real clusters ---------------------------------------------------------------------------------
 
 def sweep_spec(name: str, steps: int, **resources) -> dict:

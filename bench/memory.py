@@ -1,0 +1,108 @@
+"""Memory of a small sweep: `amctl launch sweep` against bare Ray Tune running the same trial configurations.
+
+Both run 2 trials at a time on an embedded local Ray (no dashboard, as amctl starts it).  The peak is the
+largest total PSS (proportional set size: shared pages split between the processes sharing them) of the
+command's whole process tree (driver, Ray's daemons, the trial workers), sampled every 0.2 s.
+
+  amctl  `amctl launch sweep` as a user types it (MLflow, the stores, evaluations, checkpoints, dumps)
+  tune   a bare Tune script: the same configurations through the plain loop of bench/sweep.py, one report
+         per trial, `reuse_actors=True`, nothing tracked
+
+    python bench/memory.py [--trials 2] [--steps 1500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+
+from amlab.platform.settings import Settings
+from amlab.platform.store import Store
+
+HERE = Path(__file__).resolve().parent
+AMCTL = [sys.executable, str(HERE.parent / "amctl.py")]
+BARE_TUNE = """
+import json, sys, ray
+from ray import tune
+import sweep as b
+from amlab.platform.resources import local_only
+local_only()
+ray.init(logging_level="ERROR", include_dashboard=False)
+def trial(config):
+    import torch
+    torch.set_num_threads(1)
+    tune.report({"seconds": b.plain(config["c"])})
+configs = json.loads(sys.stdin.read())
+tuner = tune.Tuner(tune.with_resources(trial, {"cpu": 1}), param_space={"c": tune.grid_search(configs)},
+                   tune_config=tune.TuneConfig(max_concurrent_trials=2, reuse_actors=True),
+                   run_config=tune.RunConfig(storage_path=sys.argv[1], verbose=0))
+assert not tuner.fit().errors
+ray.shutdown()
+"""
+
+
+def peak_pss(cmd: list[str], env: dict[str, str], stdin: str | None = None) -> tuple[float, str]:
+    """Run `cmd`; the peak total PSS (MiB) of its process tree, and its stdout."""
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    proc.stdin.write(stdin or "")
+    proc.stdin.close()
+    root, peak = psutil.Process(proc.pid), 0.0
+    while proc.poll() is None:
+        total = 0
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                total += p.memory_full_info().pss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        peak = max(peak, total / 2**20)
+        time.sleep(0.2)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    if proc.returncode != 0:
+        sys.exit(f"{cmd[1:3]} failed:\n{err[-3000:]}")
+    return peak, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=2, help="searched configurations (then the best on one seed)")
+    ap.add_argument("--steps", type=int, default=1500)
+    args = ap.parse_args()
+    spec = {
+        "name": "bench", "mechanisms": {"lstm": {"d_model": 64}}, "tasks": {"copy": {"max_len": 10, "test_lens": [10, 20]}},
+        "seeds": [0], "train": {"steps": args.steps, "batch_size": 32, "eval_every": args.steps // 3, "eval_batches": 2},
+        "search": {"trials": args.trials, "scheduler": "fifo"},
+    }
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    with tempfile.TemporaryDirectory(prefix="amctl-bench-") as home:
+        path = Path(home) / "sweep.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        amctl, out = peak_pss([*AMCTL, "launch", "sweep", str(path), "--json"], env | {"AMCTL_HOME": home})
+        os.environ["AMCTL_HOME"] = home
+        store = Store(Settings.load().db_url)
+        with store.session() as s:
+            trials = [t for c in store.sweep(s, "bench").cells for t in c.trials]
+            if len(trials) != args.trials + 1 or any(t.steps_done != args.steps for t in trials):
+                sys.exit(f"the sweep did not train its trials: {[t.steps_done for t in trials]}")
+            configs = [t.config for t in trials]
+        concurrency = json.loads(out)["concurrency"]
+        tune, _ = peak_pss([sys.executable, "-c", BARE_TUNE, str(Path(home) / "bare")], env | {"PYTHONPATH": str(HERE)},
+                           json.dumps(configs))
+    print(f"{len(configs)} trials of lstm × copy, {args.steps} steps, 2 at a time (amctl's concurrency: {concurrency})")
+    print(f"{'what':40s} {'peak PSS MiB':>13s}")
+    print(f"{'bare Ray Tune, same configurations':40s} {tune:13.0f}")
+    print(f"{'amctl launch sweep':40s} {amctl:13.0f}")
+    print(f"amctl ÷ bare Tune: {amctl / tune:.2f}")
+
+
+if __name__ == "__main__":
+    main()

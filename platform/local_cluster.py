@@ -1,0 +1,131 @@
+"""A warm local cluster: a Ray head on this machine's loopback that launches join instead of starting their own.
+
+`amctl cluster up` (no config) starts it once; every later launch with no `--address` and no `RAY_ADDRESS`
+joins it, skipping Ray's start and stop (bench/startup.py measures the difference); `amctl cluster down`
+stops it.  The head is `ray start --head --block` in its own session, recorded in AMCTL_HOME by its PID,
+so `down` stops exactly its processes and nothing else of Ray's on the machine.  Like an embedded Ray it
+listens on loopback only, and its workers get the stores through each launch's runtime env.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from amlab.platform.errors import AmctlError, BadInput
+from amlab.platform.settings import Settings
+
+RECORD = "local-ray.json"  # in AMCTL_HOME: {"address", "pid", "temp_dir", "env"}
+START_TIMEOUT_S = 60.0
+
+
+def client_env() -> dict[str, str]:
+    """What the head and the processes joining it share: loopback only, and one auth mode (token auth when the
+    user set RAY_AUTH_MODE, else none: nothing beyond this machine can reach the head)."""
+    return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+
+
+def running(settings: Settings) -> dict[str, Any] | None:
+    """The local head recorded in AMCTL_HOME if its process still runs (a record left by a dead head is removed)."""
+    path = settings.home / RECORD
+    try:
+        head = json.loads(path.read_text())
+        alive = psutil.Process(head["pid"]).is_running() and "start" in psutil.Process(head["pid"]).cmdline()
+    except (OSError, ValueError, KeyError, psutil.Error):
+        alive, head = False, None
+    if head is not None and not alive:
+        path.unlink(missing_ok=True)
+    return head if alive else None
+
+
+def up(settings: Settings) -> tuple[dict[str, Any], bool]:
+    """Start the local head unless one runs; returns (its record, whether it was started now)."""
+    if head := running(settings):
+        return head, False
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp_dir = tempfile.mkdtemp(prefix="amctl-ray-", dir="/tmp")  # Ray's socket paths must stay short
+    env = client_env()
+    ray = Path(sys.executable).with_name("ray")
+    with open(settings.home / "local-ray.log", "ab") as log:
+        proc = subprocess.Popen([str(ray), "start", "--head", "--block", f"--port={port}", f"--temp-dir={temp_dir}",
+                                 "--include-dashboard=false", "--disable-usage-stats"],
+                                env=os.environ | env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + START_TIMEOUT_S
+    while proc.poll() is None and time.time() < deadline:  # up once its GCS answers and its raylet runs
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0 and _has_raylet(proc.pid):
+                break
+        time.sleep(0.2)
+    else:
+        if proc.poll() is None:
+            _stop(proc.pid)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise AmctlError(f"the local Ray head did not start; see {settings.home / 'local-ray.log'}")
+    head = {"address": f"127.0.0.1:{port}", "pid": proc.pid, "temp_dir": temp_dir, "env": env}
+    (settings.home / RECORD).write_text(json.dumps(head))
+    return head, True
+
+
+def down(settings: Settings) -> dict[str, Any] | None:
+    """Stop the local head and every process it started; returns its record, or None when none ran."""
+    head = running(settings)
+    if head is None:
+        return None
+    _stop(head["pid"])
+    (settings.home / RECORD).unlink(missing_ok=True)
+    shutil.rmtree(head["temp_dir"], ignore_errors=True)
+    return head
+
+
+def _stop(pid: int) -> None:
+    """SIGTERM to the head's session (`ray start --block` then stops its processes), SIGKILL what is left."""
+    group = [p for p in psutil.process_iter() if _session(p) == pid]
+    os.killpg(pid, signal.SIGTERM)
+    _, alive = psutil.wait_procs(group, timeout=30)
+    for p in alive:
+        p.kill()
+
+
+def _has_raylet(pid: int) -> bool:
+    try:
+        return any(p.name() == "raylet" for p in psutil.Process(pid).children(recursive=True))
+    except psutil.Error:
+        return False
+
+
+def _session(p: psutil.Process) -> int | None:
+    try:
+        return os.getsid(p.pid)
+    except OSError:
+        return None
+
+
+def act(settings: Settings, action: str, note: Callable[[str], None]) -> int:
+    """`amctl cluster up|down|status` with no config; returns the exit code (BadInput when no head is up)."""
+    if action == "up":
+        head, started = up(settings)
+        note(f"local Ray head {'started' if started else 'already up'} at {head['address']} (pid {head['pid']}); "
+             "launches with this AMCTL_HOME join it until `amctl cluster down`")
+        return 0
+    head = down(settings) if action == "down" else running(settings)
+    if head is None:
+        raise BadInput("no local Ray head is up for this AMCTL_HOME; `amctl cluster up` starts one")
+    note(f"local Ray head at {head['address']} (pid {head['pid']}) {'stopped' if action == 'down' else 'is up'}")
+    if action == "down":
+        return 0
+    status = [sys.executable, "-m", "ray.scripts.scripts", "status", f"--address={head['address']}"]
+    return subprocess.run(status, env=os.environ | head["env"]).returncode
