@@ -23,10 +23,8 @@ import time
 from pathlib import Path
 
 import psutil
+import sweep  # bench/sweep.py: the same benchmark sweep and its check
 import yaml
-
-from amlab.platform.settings import Settings
-from amlab.platform.store import Store
 
 HERE = Path(__file__).resolve().parent
 AMCTL = [sys.executable, str(HERE.parent / "amctl.py")]
@@ -77,23 +75,13 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=2, help="searched configurations (then the best on one seed)")
     ap.add_argument("--steps", type=int, default=1500)
     args = ap.parse_args()
-    spec = {
-        "name": "bench", "mechanisms": {"lstm": {"d_model": 64}}, "tasks": {"copy": {"max_len": 10, "test_lens": [10, 20]}},
-        "seeds": [0], "train": {"steps": args.steps, "batch_size": 32, "eval_every": args.steps // 3, "eval_batches": 2},
-        "search": {"trials": args.trials, "scheduler": "fifo"},
-    }
+    spec = sweep.bench_spec(args.trials, args.steps, 64)
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     with tempfile.TemporaryDirectory(prefix="amctl-bench-") as home:
         path = Path(home) / "sweep.yaml"
         path.write_text(yaml.safe_dump(spec))
         amctl, out = peak_pss([*AMCTL, "launch", "sweep", str(path), "--json"], env | {"AMCTL_HOME": home})
-        os.environ["AMCTL_HOME"] = home
-        store = Store(Settings.load().db_url)
-        with store.session() as s:
-            trials = [t for c in store.sweep(s, "bench").cells for t in c.trials]
-            if len(trials) != args.trials + 1 or any(t.steps_done != args.steps for t in trials):
-                sys.exit(f"the sweep did not train its trials: {[t.steps_done for t in trials]}")
-            configs = [t.config for t in trials]
+        configs = sweep.trained_configs(home, args.trials, args.steps)
         concurrency = json.loads(out)["concurrency"]
         tune, _ = peak_pss([sys.executable, "-c", BARE_TUNE, str(Path(home) / "bare")], env | {"PYTHONPATH": str(HERE)},
                            json.dumps(configs))

@@ -71,6 +71,27 @@ def pool(configs: list[dict]) -> float:
     return time.perf_counter() - t0
 
 
+def bench_spec(trials: int, steps: int, width: int) -> dict:
+    """The benchmark sweep: `trials` searched configurations of lstm × copy, then the best one on seed 0."""
+    return {
+        "name": "bench", "mechanisms": {"lstm": {"d_model": width}}, "tasks": {"copy": {"max_len": 10, "test_lens": [10, 20]}},
+        "seeds": [0], "train": {"steps": steps, "batch_size": 32, "eval_every": steps // 3, "eval_batches": 2},
+        "search": {"trials": trials, "scheduler": "fifo"},
+    }
+
+
+def trained_configs(home: str, trials: int, steps: int) -> list[dict]:
+    """The configurations the sweep in `home` trained, refused unless every trial ran all its steps (the timed
+    work ran: every searched configuration, then the chosen one on seed 0, at full length)."""
+    os.environ["AMCTL_HOME"] = home
+    store = Store(Settings.load().db_url)
+    with store.session() as s:
+        done = [t for c in store.sweep(s, "bench").cells for t in c.trials]
+        if len(done) != trials + 1 or any(t.steps_done != steps for t in done):
+            sys.exit(f"the sweep did not train {trials} × {steps} steps: {[t.steps_done for t in done]}")
+        return [t.config for t in done]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=8)
@@ -80,11 +101,7 @@ def main() -> None:
     width = 64
     if args.substantial:
         args.steps, width = 4000, 128
-    spec = {
-        "name": "bench", "mechanisms": {"lstm": {"d_model": width}}, "tasks": {"copy": {"max_len": 10, "test_lens": [10, 20]}},
-        "seeds": [0], "train": {"steps": args.steps, "batch_size": 32, "eval_every": args.steps // 3, "eval_batches": 2},
-        "search": {"trials": args.trials, "scheduler": "fifo"},
-    }
+    spec = bench_spec(args.trials, args.steps, width)
     with tempfile.TemporaryDirectory(prefix="amctl-bench-") as home:
         path = Path(home) / "sweep.yaml"
         path.write_text(yaml.safe_dump(spec))
@@ -94,14 +111,7 @@ def main() -> None:
         swept = time.perf_counter() - t0
         if out.returncode != 0:
             sys.exit(f"sweep failed:\n{out.stderr[-3000:]}")
-        os.environ["AMCTL_HOME"] = home
-        store = Store(Settings.load().db_url)
-        with store.session() as s:
-            trials = [t for c in store.sweep(s, "bench").cells for t in c.trials]
-            configs = [t.config for t in trials]
-            # the timed work ran: every searched configuration, then the chosen one on seed 0, at full length
-            if len(trials) != args.trials + 1 or any(t.steps_done != args.steps for t in trials):
-                sys.exit(f"the sweep did not train {args.trials} × {args.steps} steps: {[t.steps_done for t in trials]}")
+        configs = trained_configs(home, args.trials, args.steps)
         result = json.loads(out.stdout)
     pooled = pool(configs)
     torch.set_num_threads(os.cpu_count() or 1)

@@ -42,7 +42,8 @@ def running(settings: Settings) -> dict[str, Any] | None:
     path = settings.home / RECORD
     try:
         head = json.loads(path.read_text())
-        alive = psutil.Process(head["pid"]).is_running() and "start" in psutil.Process(head["pid"]).cmdline()
+        proc = psutil.Process(head["pid"])
+        alive = proc.is_running() and "start" in proc.cmdline()  # not another process given the same PID
     except (OSError, ValueError, KeyError, psutil.Error):
         alive, head = False, None
     if head is not None and not alive:
