@@ -4,6 +4,7 @@ plus 2-worker DDP scaling efficiency when there are two GPUs; one script, a few 
   steps/s   what the loop itself reports (`train/steps_per_s`, evaluation time excluded), bf16 autocast
   MFU       model FLOPs per step (counted by torch's FlopCounterMode on one forward and backward) × steps/s,
             over the GPU's dense bf16 peak (known for a few data-centre GPUs; otherwise not shown)
+  compiled  the transformer again with train.compile (torch.compile), steps/s after compilation, against eager
   DDP       `amctl launch run` with train.workers=2 on two GPUs against one worker, same global batch
 
 The loop's GPU path does one host sync per logging period (the loss is summed on the device); the data is
@@ -53,15 +54,27 @@ def flops_per_step(spec) -> float:
     return float(counter.get_total_flops())
 
 
-def one_gpu(mechanism: str, params: dict, steps: int, peak: float | None) -> str:
-    spec = validate_run({"mechanism": {"name": mechanism, **params}, "task": TASK,
-                         "train": {"steps": steps, "batch_size": 64, "eval_every": steps, "log_every": 100, "device": "cuda"}})
+def gpu_spec(mechanism: str, params: dict, steps: int, compiled: bool = False):
+    return validate_run({"mechanism": {"name": mechanism, **params}, "task": TASK,
+                         "train": {"steps": steps, "batch_size": 64, "eval_every": steps, "log_every": 100, "device": "cuda",
+                                   "compile": compiled}})
+
+
+def steps_per_s(spec) -> float | None:
+    """The median logged steps/s of the loop run in-process (the first window, warm-up or compilation, skipped)."""
     session = LocalSession()
     train_loop(TrialConfig.local(spec, threads=4), session)
     done = [r for r in session.reports if "train/steps_per_s" in r]
-    if not done or done[-1]["step"] != steps:
+    if not done or done[-1]["step"] != spec.train.steps:
+        return None
+    return sorted(r["train/steps_per_s"] for r in done[1:] or done)[len(done[1:] or done) // 2]
+
+
+def one_gpu(mechanism: str, params: dict, steps: int, peak: float | None) -> str:
+    spec = gpu_spec(mechanism, params, steps)
+    rate = steps_per_s(spec)
+    if rate is None:
         return f"{mechanism:18s} did not train {steps} steps"
-    rate = sorted(r["train/steps_per_s"] for r in done[1:] or done)[len(done[1:] or done) // 2]  # median, warm-up skipped
     flops = flops_per_step(spec)
     mfu = f"{rate * flops / peak:7.1%}" if peak else "    n/a"
     return f"{mechanism:18s} {rate:9.1f} {flops / 1e9:10.2f} {mfu}"
@@ -100,6 +113,9 @@ def main() -> None:
     print(f"{'mechanism':18s} {'steps/s':>9s} {'GFLOP/step':>10s} {'MFU':>7s}")
     for mechanism, params in MECHANISMS.items():
         print(one_gpu(mechanism, params, args.steps, peak), flush=True)
+    eager, compiled = (steps_per_s(gpu_spec("transformer", MECHANISMS["transformer"], args.steps, c)) for c in (False, True))
+    print(f"transformer compiled (train.compile): {compiled:.1f} steps/s against eager {eager:.1f}: "
+          f"{compiled / eager:.2f}x" if eager and compiled else "transformer compiled: did not train every step", flush=True)
     print(ddp_scaling(args.steps) if torch.cuda.device_count() >= 2 else "DDP scaling: needs 2 GPUs (this machine has 1)")
 
 

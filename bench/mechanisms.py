@@ -14,6 +14,9 @@
    they are tested against, at T 256: chunked GLA / linear attention and
    the chunked (UT transform) delta rule vs their loops, Mamba's parallel
    scan vs its loop, Hyena's FFT convolution vs the direct sum.
+5. Fast weights: the loop's windowed reads (attention over the recent
+   states, older ones folded into A) vs the paper's recurrence building
+   the d x d matrix A at every step, at T 32 and 256.
 
 Absolute numbers depend on the machine and its load; the ratios are the
 result.  Torch threads are fixed so runs are comparable.
@@ -27,6 +30,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from amlab.workloads.mechanisms.fast_weights import materialised
 from amlab.workloads.mechanisms.linear_recurrences import delta_chunked, delta_loop, gla_chunked, gla_loop
 from amlab.workloads.mechanisms.long_conv import direct_causal_conv, fft_causal_conv
 from amlab.workloads.mechanisms.ntm import EPS, NTM, NTMParams
@@ -168,6 +172,20 @@ def fast_form_ratios(seconds: float, B=8, H=4, T=256, dk=16, E=64, N=16) -> list
     return rows
 
 
+def fast_weights_ratios(seconds: float, B=32, d=64) -> list[tuple[int, float, float]]:
+    """(T, windowed fwd+bwd per second, materialised per second), each pair checked equal first."""
+    entry = MECHANISMS.get("fast_weights")
+    torch.manual_seed(0)
+    core = entry.build(entry.params(d_model=d))
+    rows = []
+    for T in (32, 256):
+        x = torch.randn(B, T, d)
+        torch.testing.assert_close(core(x)[0], materialised(core, x)[0], atol=1e-4, rtol=1e-4)
+        rows.append((T, rate(lambda x=x: core(x)[0].sum().backward(), seconds),
+                     rate(lambda x=x: materialised(core, x)[0].sum().backward(), seconds)))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=1)
@@ -193,6 +211,10 @@ def main() -> None:
     print("modern recurrences fwd+bwd, training form vs reference (B 8, T 256; H 4 x d_k 16; scan E 64 x N 16):")
     for name, fast, ref in fast_form_ratios(args.seconds):
         print(f"  {name:36s} {fast:8.1f}/s vs {ref:7.1f}/s, speed-up x{fast / ref:.2f}")
+    print()
+    for T, windowed, built in fast_weights_ratios(args.seconds):
+        print(f"fast weights fwd+bwd (B 32, d 64, T {T}): windowed reads {windowed:.1f}/s, A built every step "
+              f"{built:.1f}/s, speed-up x{windowed / built:.2f}")
 
 
 if __name__ == "__main__":

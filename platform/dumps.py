@@ -31,11 +31,12 @@ def as_matrix(t: np.ndarray) -> np.ndarray:
     return a if a.ndim == 2 else a[None]
 
 
-def write(traces: dict[str, torch.Tensor], out_dir: Path, title: str) -> list[Path]:
-    """Save all traces to traces.npz and one PNG heatmap per trace; return the written paths.
+def write(traces: dict[str, torch.Tensor], out_dir: Path, title: str, heatmaps: bool = True) -> list[Path]:
+    """Save all traces to traces.npz and, with `heatmaps`, one PNG heatmap per trace; return the written paths.
 
     Drawn on bare `Figure`s with fixed margins: no pyplot state machine and no tight_layout pass, which were
-    half of a trial's closing second.
+    half of a trial's closing second.  Drawing still costs ~75 ms a trace, so search trials, which no report
+    shows, keep their traces only.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -44,7 +45,7 @@ def write(traces: dict[str, torch.Tensor], out_dir: Path, title: str) -> list[Pa
     arrays = {k: v.float().numpy() for k, v in traces.items()}
     paths = [out_dir / "traces.npz"]
     np.savez_compressed(paths[0], **arrays)
-    for name, arr in arrays.items():
+    for name, arr in arrays.items() if heatmaps else ():
         fig = Figure(figsize=(6, 4.5), dpi=100)
         FigureCanvasAgg(fig)
         ax = fig.add_axes((0.11, 0.11, 0.70, 0.80))

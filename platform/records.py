@@ -30,10 +30,11 @@ from amlab.platform.status import (
     Phase,
     Status,
     is_reported_metric,
+    reported,
     test_key,
 )
 from amlab.platform.store import Cell, Store, Sweep, Trial
-from amlab.platform.sweep_spec import SEARCH_SEED_BASE, CellPlan
+from amlab.platform.sweep_spec import CellPlan
 from amlab.workloads.registry import TASKS
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # one study per cell: creation notices would drown the live table
@@ -297,8 +298,8 @@ def seed_trials(cell: Cell) -> list[Trial]:
     (a cell with nothing to search); a search seed is never reported (`CellPlan.search_seed`).
     """
     best = best_search(cell)
-    reported = [best] if best is not None and best.seed < SEARCH_SEED_BASE else []
-    return reported + [t for t in cell.trials if t.phase == Phase.SEED and t.status == Status.FINISHED and t.metrics]
+    chosen = [best] if best is not None and reported(best.phase, best.seed) else []
+    return chosen + [t for t in cell.trials if t.phase == Phase.SEED and t.status == Status.FINISHED and t.metrics]
 
 
 def aggregate(cell: Cell, plan: CellPlan) -> Status:

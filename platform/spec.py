@@ -34,6 +34,7 @@ class Strict(Exact):
 
 
 PERIODS = ("warmup_steps", "eval_every", "log_every")
+ADDED_LATER = {"compile": False}  # train fields newer than stored runs: part of a run's identity only when set
 
 
 class TrainSpec(Strict):
@@ -51,6 +52,8 @@ class TrainSpec(Strict):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     workers: int = Field(1, ge=1, le=1024)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = Field(False, description="torch.compile the training forward and backward (worth it on a GPU "
+                          "for runs of thousands of steps; on a CPU compiling takes longer than most runs)")
 
     @model_validator(mode="after")
     def _divisible(self):
@@ -95,7 +98,8 @@ class RunSpec(Strict):
         return {
             "mechanism": {"name": self.mechanism.name, **self.mechanism_params().model_dump(mode="json")},
             "task": {"name": self.task.name, **self.task_params().model_dump(mode="json")},
-            "train": self.train.model_dump(mode="json"),
+            "train": self.train.model_dump(mode="json", exclude={k for k, v in ADDED_LATER.items()
+                                                                  if getattr(self.train, k) == v}),
         }
 
     def config_hash(self) -> str:

@@ -46,6 +46,15 @@ class Phase(StrEnum):
     SEED = "seed"
 
 
+SEARCH_SEED_BASE = 2**30  # search trains on SEARCH_SEED_BASE + search.seed; reported seeds stay below it
+
+
+def reported(phase: Phase, seed: int) -> bool:
+    """Whether a finished trial can be one a cell reports: a seed replicate, or a trial on a reported seed (a
+    cell with nothing to search trains its first seed directly).  Search on the search seed never is."""
+    return phase == Phase.SEED or seed < SEARCH_SEED_BASE
+
+
 # -- metric keys: what the training loop reports and everything downstream reads ------------------
 
 OBJECTIVE = "objective"  # the validation metric, signed so that lower is better (what search minimises)

@@ -13,12 +13,10 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from amlab.platform.spec import SpecError, Strict, TrainSpec, config_hash, format_errors, validate_run
-from amlab.platform.status import CellNames
+from amlab.platform.status import SEARCH_SEED_BASE, CellNames
 from amlab.platform.variants import Variant, expand, grid_problem
 from amlab.workloads.model import IncompatibleCell, check_compatible
 from amlab.workloads.registry import MECHANISMS, TASKS, UnknownName, knob_table
-
-SEARCH_SEED_BASE = 2**30  # search trains on SEARCH_SEED_BASE + search.seed; reported seeds stay below it
 
 TRAIN_SEARCHABLE = {
     "lr": {"low": 1e-5, "high": 10.0, "log": True},

@@ -110,8 +110,9 @@ def fresh_folder(path: str | None) -> str | None:
     return str(mine)
 
 
-def dump_introspection(model: nn.Module, task: Task, spec: RunSpec, device: torch.device, out: Path) -> list[Path]:
-    """Run one small validation batch with recording on and render what the core attended to."""
+def dump_introspection(model: nn.Module, task: Task, spec: RunSpec, device: torch.device, out: Path,
+                       heatmaps: bool) -> list[Path]:
+    """Run one small validation batch with recording on; save (and with `heatmaps` draw) what the core attended to."""
     core = model.core
     core.record, core.trace = True, {}
     model.eval()
@@ -123,7 +124,7 @@ def dump_introspection(model: nn.Module, task: Task, spec: RunSpec, device: torc
     model.train()
     if not traces:
         return []
-    return dumps.write(traces, out, f"{spec.mechanism.name} on {spec.task.name}")
+    return dumps.write(traces, out, f"{spec.mechanism.name} on {spec.task.name}", heatmaps)
 
 
 # -- the loop -------------------------------------------------------------------------------------
@@ -167,6 +168,7 @@ def _train(trial: TrialConfig, session: LocalSession | TrainSession, log: RunLog
     if log and start == 0:
         log.tag(params_count=str(count_params(model)), state_size=str(model.core.state_size()))
     ddp = session.prepare(model)
+    forward = torch.compile(ddp) if t.compile else ddp  # evaluation stays eager: its shapes vary (lengths, batches)
     scratch = fresh_folder(trial.scratch) if rank == 0 else None
     per_rank = t.batch_size // world
 
@@ -177,7 +179,7 @@ def _train(trial: TrialConfig, session: LocalSession | TrainSession, log: RunLog
     for step in range(start, t.steps):
         batch = task.sample(generator(t.seed, "train", rank, step), per_rank, "train").to(device)
         with autocast(device):
-            logits, _ = ddp(batch.inputs)
+            logits, _ = forward(batch.inputs)
             loss, per_example = compute_loss(loss_kind, logits, batch)
             aux = model.core.auxiliary_loss(per_example.detach())
         opt.zero_grad(set_to_none=True)
@@ -226,7 +228,7 @@ def _train(trial: TrialConfig, session: LocalSession | TrainSession, log: RunLog
             tmp = Path(tmp)
             save_checkpoint(tmp, model, opt, sched, t.steps)
             log.artifacts(tmp, "checkpoint")  # what a resumed trial restores; the model below is for loading
-            if dump_introspection(model, task, spec, device, tmp / "dumps"):
+            if dump_introspection(model, task, spec, device, tmp / "dumps", heatmaps=trial.reported):
                 log.artifacts(tmp / "dumps", "dumps")
         log.model(model.cpu(), t.steps)  # the unwrapped module (not DDP's wrapper), on CPU: it loads without a GPU
 

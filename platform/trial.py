@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from amlab.platform.spec import RunSpec
-from amlab.platform.status import Phase, objective_sign, val_key
+from amlab.platform.status import Phase, objective_sign, reported, val_key
 from amlab.workloads.registry import TASKS
 
 KEY = "trial"  # the single entry of a Tune trial config
@@ -53,6 +53,11 @@ class TrialConfig:
     @property
     def objective_sign(self) -> float:
         return objective_sign(TASKS.get(self.spec.task.name).higher_is_better)
+
+    @property
+    def reported(self) -> bool:
+        """Whether its result can stand for its cell (see status.reported): only those runs get heatmaps drawn."""
+        return reported(self.phase, self.spec.train.seed)
 
     @property
     def tracked(self) -> bool:

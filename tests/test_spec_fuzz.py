@@ -26,7 +26,7 @@ import amctl
 from amlab.platform import api
 from amlab.platform.errors import AmctlError
 from amlab.platform.launch import Launch
-from amlab.platform.spec import validate_run
+from amlab.platform.spec import ADDED_LATER, validate_run
 from amlab.platform.status import Kind
 from amlab.platform.sweep_spec import validate_sweep
 from amlab.workloads.model import IncompatibleCell, check_compatible
@@ -56,7 +56,7 @@ TRAIN = {
     "schedule": st.sampled_from(["constant", "cosine"]), "warmup_steps": st.integers(0, 500),
     "grad_clip": st.floats(0, 10), "eval_every": st.integers(1, 2000), "eval_batches": st.integers(1, 8),
     "log_every": st.integers(1, 2000), "seed": st.integers(0, 2**31 - 1), "workers": st.sampled_from([1, 2, 4]),
-    "device": st.sampled_from(["auto", "cpu", "cuda"]),
+    "device": st.sampled_from(["auto", "cpu", "cuda"]), "compile": st.booleans(),
 }
 SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=12), st.binary(max_size=8),
@@ -245,6 +245,9 @@ def coerced(sent: dict, planned: dict) -> list[str]:
     out = []
     for section in ("mechanism", "task", "train"):
         for key, value in (sent.get(section) or {}).items():  # a planned spec: every section a mapping or null
+            late = ADDED_LATER.get(key) if section == "train" and key not in planned[section] else None
+            if late is not None and type(value) is type(late) and value == late:
+                continue  # a field newer than stored runs, at its default: left out of the identity (spec.py)
             got, number = planned[section].get(key), (int, float)
             if (isinstance(value, bool) and not isinstance(got, bool)) \
                     or (isinstance(got, bool) and isinstance(value, number) and not isinstance(value, bool)) \

@@ -102,9 +102,13 @@ def test_the_mlflow_ui_shows_the_run_tree_system_metrics_dumps_models_and_source
     metered = [r for r in trials if "system/cpu_utilization_percentage" in r.data.metrics]
     assert metered, "no trial logged system metrics"
     assert not any("objective" in r.data.metrics for r in trials)  # search's signed value stays out of MLflow
-    trial = metered[0]
+    trial = next(r for r in metered if r.data.tags["amctl.phase"] == "seed")  # a reported run: its heatmaps are drawn
     images = [a.path for a in client.list_artifacts(trial.info.run_id, "dumps") if a.path.endswith(".png")]
     assert images, "the trial logged no dump image"
+    searched = [[a.path for a in client.list_artifacts(r.info.run_id, "dumps")] for r in trials
+                if r.data.tags["amctl.phase"] == "search"]
+    full = [paths for paths in searched if paths]  # ASHA stops some before their end, where dumps are written
+    assert full and all(paths == ["dumps/traces.npz"] for paths in full), "search trials keep traces, drawn nowhere"
 
     port = free_port()
     cmd, url, log = ui_command(port, False, SWEEP)

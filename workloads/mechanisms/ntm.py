@@ -9,6 +9,7 @@ much in bf16 over long sequences.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Literal
 
 import torch
@@ -23,8 +24,11 @@ EPS = 1e-6
 
 
 def full_precision(x: torch.Tensor):
-    """Switch autocast off for the memory arithmetic (callers cast their inputs to float32)."""
-    return torch.autocast(x.device.type, enabled=False)
+    """Switch autocast off for the memory arithmetic (callers cast their inputs to float32).
+
+    Entering an autocast context costs as much as a few tensor ops: skipped when autocast is off anyway.
+    """
+    return torch.autocast(x.device.type, enabled=False) if torch.is_autocast_enabled(x.device.type) else nullcontext()
 
 
 def cosine_similarity(memory: torch.Tensor, key: torch.Tensor, eps: float = EPS) -> torch.Tensor:
@@ -46,22 +50,21 @@ def content_weights(memory, key, beta, similarity=cosine_similarity) -> torch.Te
 
 def interpolate(w_content: torch.Tensor, w_prev: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
     """g * w_content + (1 - g) * w_prev; gate (B, H) in [0, 1]."""
-    g = gate[..., None]
-    return g * w_content + (1 - g) * w_prev
+    return torch.lerp(w_prev, w_content, gate[..., None])
 
 
 def shift(w: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """Circular convolution w~(i) = sum_j w(i - j) s(j) over offsets j = -R..R.
 
     w: (..., N); s: (..., 2R+1), s[..., R + j] is the weight of moving by j slots.
-    One gather builds every shifted copy at once (no loop over offsets).
+    Every shifted copy at once, as a view: w padded circularly by R on each
+    side and unfolded into windows of 2R+1; window i holds w(i - R), ..., w(i + R),
+    the moves j = R, ..., -R, hence s reversed.  (A gather would cost a scatter in backward.)
     """
     N, S = w.shape[-1], s.shape[-1]
     R = (S - 1) // 2
-    offsets = torch.arange(-R, R + 1, device=w.device)
-    idx = (torch.arange(N, device=w.device)[:, None] - offsets[None, :]) % N  # (N, S): slot i - j
-    shifted = w[..., idx]  # (..., N, S)
-    return (shifted * s[..., None, :]).sum(-1)
+    padded = torch.cat([w[..., N - R:], w, w[..., :R]], -1) if R else w
+    return (padded.unfold(-1, S, 1) * s.flip(-1)[..., None, :]).sum(-1)
 
 
 def sharpen(w: torch.Tensor, gamma: torch.Tensor, eps: float = EPS) -> torch.Tensor:
@@ -81,8 +84,9 @@ def erase_add(memory: torch.Tensor, w: torch.Tensor, erase: torch.Tensor, add: t
     memory (B, N, M); w (B, H, N); erase, add (B, H, M).  All heads erase
     before any adds, as in Graves et al. 2014, so the order of heads is moot.
     """
-    keep = (1 - w[..., :, None] * erase[..., None, :]).prod(1)  # (B, N, M)
-    return memory * keep + w.transpose(-1, -2) @ add
+    keep = 1 - w[..., :, None] * erase[..., None, :]  # (B, H, N, M)
+    keep = keep.squeeze(1) if keep.shape[1] == 1 else keep.prod(1)
+    return torch.baddbmm(memory * keep, w.transpose(-1, -2), add)
 
 
 def read(memory: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
