@@ -70,16 +70,23 @@ def test_boom_by_hand():
 
 # -- fast weights ---------------------------------------------------------------------------------
 
-def test_fast_weights_update_and_inner_step_by_hand():
+@pytest.mark.parametrize("form", ["windowed", "materialised"])
+def test_fast_weights_update_and_inner_step_by_hand(form):
+    """One step by hand, for the loop and for the paper-form reference the loop is tested against below."""
+    from amlab.workloads.mechanisms.fast_weights import materialised
+
     core = build("fast_weights", d_model=2, lam=0.5, eta=0.25, inner_steps=1)
     with torch.no_grad():
         core.W.weight.copy_(torch.eye(2))
         core.W.bias.zero_()
         core.C.weight.copy_(torch.eye(2))
-    h = torch.tensor([[1.0, 2.0]])
-    A_prev = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
-    core.record = True
-    y, (h_new, A) = core(torch.zeros(1, 1, 2), (h, A_prev))
+    x, state = torch.zeros(1, 1, 2), (torch.tensor([[1.0, 2.0]]), torch.tensor([[[1.0, 0.0], [0.0, 0.0]]]))
+    if form == "windowed":
+        core.record = True
+        y, (h_new, A) = core(x, state)
+        norms = core.introspect()["fast_weight_norm"]
+    else:
+        y, (h_new, A), norms = materialised(core, x, state)
     # A = 0.5 A_prev + 0.25 h h^T
     torch.testing.assert_close(A, torch.tensor([[[0.75, 0.5], [0.5, 1.0]]]))
     # z = W h + C x = (1, 2); h_0 = relu(z) = (1, 2); A h_0 = (1.75, 2.5); z + A h_0 = (2.75, 4.5)
@@ -87,7 +94,7 @@ def test_fast_weights_update_and_inner_step_by_hand():
     expected = torch.tensor([[0.0, 0.875 / math.sqrt(0.875**2 + 1e-5)]])
     torch.testing.assert_close(h_new, expected)
     torch.testing.assert_close(y[:, 0], expected)
-    torch.testing.assert_close(core.introspect()["fast_weight_norm"], torch.tensor([[math.sqrt(0.75**2 + 2 * 0.5**2 + 1)]]))
+    torch.testing.assert_close(norms, torch.tensor([[math.sqrt(0.75**2 + 2 * 0.5**2 + 1)]]))
 
 
 @pytest.mark.parametrize("with_state", [False, True])
@@ -111,21 +118,6 @@ def test_fast_weights_windowed_reads_equal_the_materialised_matrix(with_state):
     want = torch.autograd.grad(expected.square().sum(), [x, core.W.weight])
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
-
-
-def test_fast_weights_reference_follows_the_paper_by_hand():
-    """The reference itself, one step by hand (the same numbers as the core's own hand check above)."""
-    from amlab.workloads.mechanisms.fast_weights import materialised
-
-    core = build("fast_weights", d_model=2, lam=0.5, eta=0.25, inner_steps=1)
-    with torch.no_grad():
-        core.W.weight.copy_(torch.eye(2))
-        core.W.bias.zero_()
-        core.C.weight.copy_(torch.eye(2))
-    y, (h, A), norms = materialised(core, torch.zeros(1, 1, 2), (torch.tensor([[1.0, 2.0]]), torch.tensor([[[1.0, 0], [0, 0]]])))
-    torch.testing.assert_close(A, torch.tensor([[[0.75, 0.5], [0.5, 1.0]]]))
-    torch.testing.assert_close(h, torch.tensor([[0.0, 0.875 / math.sqrt(0.875**2 + 1e-5)]]))
-    torch.testing.assert_close(norms, torch.tensor([[math.sqrt(0.75**2 + 2 * 0.5**2 + 1)]]))
 
 
 def test_fast_weights_zero_inner_steps_is_a_plain_relu_rnn():
