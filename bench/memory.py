@@ -2,7 +2,8 @@
 
 Both run 2 trials at a time on an embedded local Ray (no dashboard, as amctl starts it).  The peak is the
 largest total PSS (proportional set size: shared pages split between the processes sharing them) of the
-command's whole process tree (driver, Ray's daemons, the trial workers), sampled every 0.2 s.
+command's whole process tree (driver, Ray's daemons, the trial workers), sampled every 0.2 s, and how that
+peak splits between the three.
 
   amctl  `amctl launch sweep` as a user types it (MLflow, the stores, evaluations, checkpoints, dumps)
   tune   a bare Tune script: the same configurations through the plain loop of bench/sweep.py, one report
@@ -48,26 +49,34 @@ ray.shutdown()
 """
 
 
-def peak_pss(cmd: list[str], env: dict[str, str], stdin: str | None = None) -> tuple[float, str]:
-    """Run `cmd`; the peak total PSS (MiB) of its process tree, and its stdout."""
+def role(p: psutil.Process, root: psutil.Process) -> str:
+    """Where a process of the tree belongs: the command itself, a Ray worker (trials run there), or Ray's daemons."""
+    if p.pid == root.pid:
+        return "driver"
+    return "workers" if p.name().startswith("ray::") and "Agent" not in p.name() else "Ray daemons"
+
+
+def peak_pss(cmd: list[str], env: dict[str, str], stdin: str | None = None) -> tuple[float, str, dict[str, float]]:
+    """Run `cmd`; the peak total PSS (MiB) of its process tree, its stdout, and that peak split by role."""
     proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     proc.stdin.write(stdin or "")
     proc.stdin.close()
-    root, peak = psutil.Process(proc.pid), 0.0
+    root, peak, split = psutil.Process(proc.pid), 0.0, {}
     while proc.poll() is None:
-        total = 0
+        roles: dict[str, float] = {}
         for p in [root, *root.children(recursive=True)]:
             try:
-                total += p.memory_full_info().pss
+                roles[role(p, root)] = roles.get(role(p, root), 0.0) + p.memory_full_info().pss / 2**20
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-        peak = max(peak, total / 2**20)
+        if sum(roles.values()) > peak:
+            peak, split = sum(roles.values()), roles
         time.sleep(0.2)
     out, err = proc.stdout.read(), proc.stderr.read()
     if proc.returncode != 0:
         sys.exit(f"{cmd[1:3]} failed:\n{err[-3000:]}")
-    return peak, out
+    return peak, out, split
 
 
 def main() -> None:
@@ -80,15 +89,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="amctl-bench-") as home:
         path = Path(home) / "sweep.yaml"
         path.write_text(yaml.safe_dump(spec))
-        amctl, out = peak_pss([*AMCTL, "launch", "sweep", str(path), "--json"], env | {"AMCTL_HOME": home})
+        amctl, out, amctl_split = peak_pss([*AMCTL, "launch", "sweep", str(path), "--json"], env | {"AMCTL_HOME": home})
         configs = sweep.trained_configs(home, args.trials, args.steps)
         concurrency = json.loads(out)["concurrency"]
-        tune, _ = peak_pss([sys.executable, "-c", BARE_TUNE, str(Path(home) / "bare")], env | {"PYTHONPATH": str(HERE)},
-                           json.dumps(configs))
+        tune, _, tune_split = peak_pss([sys.executable, "-c", BARE_TUNE, str(Path(home) / "bare")],
+                                       env | {"PYTHONPATH": str(HERE)}, json.dumps(configs))
     print(f"{len(configs)} trials of lstm × copy, {args.steps} steps, 2 at a time (amctl's concurrency: {concurrency})")
-    print(f"{'what':40s} {'peak PSS MiB':>13s}")
-    print(f"{'bare Ray Tune, same configurations':40s} {tune:13.0f}")
-    print(f"{'amctl launch sweep':40s} {amctl:13.0f}")
+    roles = ("driver", "workers", "Ray daemons")
+    print(f"{'what':40s} {'peak PSS MiB':>13s}" + "".join(f"{r:>13s}" for r in roles))
+    for what, total, split in (("bare Ray Tune, same configurations", tune, tune_split),
+                               ("amctl launch sweep", amctl, amctl_split)):
+        print(f"{what:40s} {total:13.0f}" + "".join(f"{split.get(r, 0):13.0f}" for r in roles))
     print(f"amctl ÷ bare Tune: {amctl / tune:.2f}")
 
 
