@@ -3,6 +3,7 @@
   ddp-nccl   transformer × MQAR trained by a 2-worker Ray Train DDP trial on the NCCL backend (each worker on
              its own GPU when there are two; sharing the one GPU, half each, when there is one)
   bf16-cell  a sweep cell on CUDA with bf16 autocast: a 2-configuration search, then 2 seeds
+  compiled   one trial with train.compile (torch.compile, inductor on CUDA) under bf16 autocast
 
 Each check runs in a fresh AMCTL_HOME and passes when the sweep FINISHES, every trial trained all its
 steps on `cuda`, and its metrics are finite.  Prints one line per check and exits 1 if any failed
@@ -39,6 +40,9 @@ def checks(steps: int, gpus: int) -> dict[str, dict]:
         "bf16-cell": {"mechanisms": {"transformer": {"d_model": 128, "heads": 4}}, "tasks": TASK, "seeds": [0, 1],
                       "train": train, "search": {"trials": 2, "scheduler": "fifo"},
                       "resources": {"gpus_per_worker": 1 if gpus >= 2 else 0.5}},
+        "compiled": {"mechanisms": {"transformer": {"d_model": 128, "heads": 4}}, "tasks": TASK, "seeds": [0],
+                     "train": {**train, "compile": True}, "search": {"trials": 1, "scheduler": "fifo"},
+                     "resources": {"gpus_per_worker": 1}},
     }
 
 
@@ -59,6 +63,7 @@ def run(name: str, spec: dict, steps: int) -> tuple[bool, str]:
             trials = [t for c in store.sweep(s, name).cells for t in c.trials]
             bad = [t.id for t in trials if t.status != "FINISHED" or t.steps_done != steps
                    or t.config["train"]["device"] != "cuda"
+                   or t.config["train"].get("compile", False) != spec["train"].get("compile", False)
                    or not all(math.isfinite(v) for v in t.metrics.values() if isinstance(v, float))]
         outcome = json.loads(done.stdout[done.stdout.index("{"):])
         return not bad and outcome["status"] == "FINISHED", f"{len(trials)} trials, {len(bad)} bad, status {outcome['status']}"
