@@ -50,6 +50,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def command_line(p) -> str:
+    """A process's command line, or "" when it has gone or is a zombie not yet reaped (Ray's start-up leaves
+    short-lived children): a process tree read while it changes must not fail the test."""
+    import psutil
+
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(settings):
     """The session's one Ray: a head with the dashboard (Jobs API) and a second node, 1 CPU each, token auth on.

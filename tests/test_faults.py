@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import command_line
 from mlflow.tracking import MlflowClient
 
 from amlab.platform.api import plan
@@ -94,7 +95,7 @@ def test_an_embedded_ray_listens_on_loopback_only(tmp_path):
         deadline = time.time() + 240
         while time.time() < deadline and run.poll() is None:
             tree = psutil.Process(run.pid).children(recursive=True)
-            if any("ImplicitFunc" in " ".join(p.cmdline()) for p in tree if p.is_running()):  # a trial is training
+            if any("ImplicitFunc" in command_line(p) for p in tree):  # a trial is training
                 for p in tree:
                     try:
                         names = p.name()

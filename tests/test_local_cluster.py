@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import command_line
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,8 +34,8 @@ def names(procs: list[psutil.Process]) -> set[str]:
     out = set()
     for p in procs:
         try:
-            out |= {p.name(), " ".join(p.cmdline())}
-        except psutil.NoSuchProcess:
+            out |= {p.name(), command_line(p)}
+        except psutil.Error:  # gone (or a zombie) since the tree was read
             continue
     return out
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from conftest import command_line
 from mlflow.tracking import MlflowClient
 
 from amlab.platform.errors import ResourceError
@@ -202,7 +203,7 @@ def test_a_worker_node_lost_mid_sweep_is_survived(tmp_path):
             for node in workers if training else []:
                 raylet = psutil.Process(node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid)
                 started = raylet.children(recursive=True)
-                if any("ImplicitFunc" in " ".join(p.cmdline()) for p in started):
+                if any("ImplicitFunc" in command_line(p) for p in started):
                     for p in (raylet, *started):  # the machine is gone: its raylet and every process it started
                         p.kill()
                     killed = node
