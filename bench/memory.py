@@ -67,7 +67,8 @@ def peak_pss(cmd: list[str], env: dict[str, str], stdin: str | None = None) -> t
         roles: dict[str, float] = {}
         for p in [root, *root.children(recursive=True)]:
             try:
-                roles[role(p, root)] = roles.get(role(p, root), 0.0) + p.memory_full_info().pss / 2**20
+                where = role(p, root)
+                roles[where] = roles.get(where, 0.0) + p.memory_full_info().pss / 2**20
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
         if sum(roles.values()) > peak:

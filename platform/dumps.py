@@ -31,7 +31,7 @@ def as_matrix(t: np.ndarray) -> np.ndarray:
     return a if a.ndim == 2 else a[None]
 
 
-def write(traces: dict[str, torch.Tensor], out_dir: Path, title: str, heatmaps: bool = True) -> list[Path]:
+def write(traces: dict[str, torch.Tensor], out_dir: Path, title: str, heatmaps: bool) -> list[Path]:
     """Save all traces to traces.npz and, with `heatmaps`, one PNG heatmap per trace; return the written paths.
 
     Drawn on bare `Figure`s with fixed margins: no pyplot state machine and no tight_layout pass, which were
