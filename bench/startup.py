@@ -5,7 +5,8 @@
   warm   the same launch in a home whose stores exist and whose warm local Ray head is up (`amctl cluster
          up`, which launches join), as a user keeps one for many launches
   parts  each piece of the cold path on its own, in fresh processes: bare interpreter, imports (and the
-         heaviest modules among them), the stores' first opening, `ray.init` + `ray.shutdown` (as amctl
+         heaviest modules among them), the stores' first opening (MLflow's schema copied from this machine's
+         cache, and migrated anew with an empty cache: platform/schema_cache.py), `ray.init` + `ray.shutdown` (as amctl
          starts it: no dashboard).  A launch starts Ray on a thread while it imports and opens its stores,
          so the parts add up to more than the launch.
 
@@ -69,14 +70,17 @@ def parts(home: str) -> dict[str, float]:
     stores = ("from amlab.platform.settings import Settings; from amlab.platform.store import Store; "
               "from amlab.platform import tracking; s = Settings.load(); Store(s.db_url); tracking.client(s)")
     imported = "import amlab.platform.store, amlab.platform.tracking, amlab.platform.settings"
-    with_stores, _ = timed([PY, "-c", stores], {"AMCTL_HOME": home})
     without, _ = timed([PY, "-c", imported], {"AMCTL_HOME": home})
+    uncached, _ = timed([PY, "-c", stores], {"AMCTL_HOME": home, "XDG_CACHE_HOME": tempfile.mkdtemp(prefix="amctl-bench-")})
+    shutil.rmtree(home)
+    with_stores, _ = timed([PY, "-c", stores], {"AMCTL_HOME": home})  # MLflow's schema from the cache (schema_cache.py)
     ray_cmd = ("import ray, time; from amlab.platform.resources import local_only; local_only(); t = time.perf_counter(); "
                "ray.init(logging_level='ERROR', include_dashboard=False); a = time.perf_counter(); ray.shutdown(); "
                "print(a - t, time.perf_counter() - a)")
     _, done = timed([PY, "-c", ray_cmd])
     start, stop = map(float, done.stdout.split())
     return {"interpreter start and exit": bare, "stores' first opening (schemas)": with_stores - without,
+            "  the same with an empty schema cache": uncached - without,
             "ray.init (embedded)": start, "ray.shutdown": stop}
 
 

@@ -87,7 +87,8 @@ def launch(lch: Launch, *, address: str | None = None, fresh: bool = False, exte
 
         if fresh and exists(lch.name):
             delete(lch.name)
-        return run_sweep(lch, stores, address=address, extend=extend, display=display, on_plan=on_plan)
+        return run_sweep(lch, stores, address=address, extend=extend, display=display, on_plan=on_plan,
+                         release_ray=errors.ends_with_command())  # the CLI: nothing after this launch needs Ray
     finally:
         errors.release_interrupts(raise_held=False)  # an error before run_sweep released them is already raised
 

@@ -117,6 +117,15 @@ def _write_private(folder: Path, name: str, text: str) -> Path:
     return folder / name
 
 
+_ends_with_command = False  # set by run_then_exit
+
+
+def ends_with_command() -> bool:
+    """Whether this process ends when its one command does: the CLI's entry point (run_then_exit), not a test or a
+    notebook calling the platform in-process.  A launch may then let Ray go as soon as its trials are over."""
+    return _ends_with_command
+
+
 def run_then_exit(app: Callable[[], object]) -> NoReturn:
     """Run the CLI, then leave without the interpreter's teardown (about a second once torch, Ray and MLflow are
     loaded, on every command).  What that teardown would do that matters is done first: output flushed, logging
@@ -124,6 +133,8 @@ def run_then_exit(app: Callable[[], object]) -> NoReturn:
     import logging
     import sys
 
+    global _ends_with_command
+    _ends_with_command = True
     try:
         app()
         code = 0

@@ -53,8 +53,13 @@ def run_sweep(
     extend: bool = False,
     display: Display | None = None,
     on_plan: Callable[[list[CellPlan], int, int], None] | None = None,
+    release_ray: bool = False,
 ) -> SweepOutcome:
-    """Run (or resume) a launch; finished cells (same config hash) are skipped and a finished sweep is not touched."""
+    """Run (or resume) a launch; finished cells (same config hash) are skipped and a finished sweep is not touched.
+
+    `release_ray`: this process needs Ray no more once the trials are over (the CLI exits after its launch), so
+    Ray's teardown starts then, while the records are finalised and the report published.
+    """
     resources.check_local_devices(launch.resources.gpus_per_worker, address)
     ctx, pending = records.open_launch(launch, settings, extend=extend)
     skipped = [c.key for c in launch.cells if c not in pending]
@@ -74,6 +79,8 @@ def run_sweep(
         except KeyboardInterrupt:
             interrupted = True
         finally:  # whatever happened, no record stays RUNNING
+            if release_ray:
+                resources.stop_ray(wait=False)
             status = records.finalize(ctx, launch.cells, interrupted=interrupted)
     if launch.kind is Kind.SWEEP:
         publish_report(ctx)

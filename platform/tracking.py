@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from amlab.platform import schema_cache
 from amlab.platform.locks import first_use
 from amlab.platform.settings import Settings
 from amlab.platform.status import Kind
@@ -62,8 +63,10 @@ def code_version() -> str:
 
 
 def client(settings: Settings) -> MlflowClient:
-    """A client whose database exists: MLflow creates its schema on first use, under the lock (platform/locks.py)."""
+    """A client whose database exists: created on first use, under the lock (platform/locks.py); a fresh SQLite
+    database starts as a copy of the cached migrated schema (platform/schema_cache.py)."""
     with first_use(settings.mlflow_uri):  # the constructor opens the store (and creates or migrates it)
+        schema_cache.seed(settings.mlflow_uri)
         return MlflowClient(tracking_uri=settings.mlflow_uri)
 
 

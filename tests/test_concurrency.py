@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
 from amlab.platform.status import Status
 from amlab.platform.store import Store
@@ -51,6 +52,10 @@ def test_three_sweeps_and_status_readers_at_once_on_a_fresh_home(ray_local, tmp_
         out, err = p.communicate()
         assert p.returncode == 0, err[-3000:]
         assert json.loads(out)["status"] == Status.FINISHED
+        # each driver let Ray go once its trials were over, then closed its records and published its report
+        client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+        assert {"report/report.html", "report/report.md"} <= {a.path for a in client.list_artifacts(
+            json.loads(out)["mlflow_run_id"], "report")}, err[-3000:]
     for r in readers:
         out, err = r.communicate(timeout=120)
         assert r.returncode == 0 and "Traceback" not in err, err[-2000:]
