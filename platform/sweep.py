@@ -93,6 +93,9 @@ def _tune(launch: Launch, ctx: SweepContext, pending: list[CellPlan], settings: 
     """Start (or join) Ray, place the trials and run (or restore) the Tune experiment; returns the concurrency."""
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", storage.sync_period(settings.ray_storage))
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # `objective` comes with evaluations only
+    # no result.json, progress.csv or TensorBoard file per trial: the store and MLflow keep the results, nothing
+    # reads those (resuming reads the experiment state), and the driver wrote all three on every report
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     resources.ensure_ray(settings, address)
     total = sum(c.trials for c in pending)
     shape = resources.cluster_shape()
