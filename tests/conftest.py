@@ -6,6 +6,7 @@ instances on one machine break Ray's cleanup); one private AMCTL_HOME.
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import shutil
@@ -17,6 +18,11 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+
+# the session's own cache folder (platform/schema_cache.py fills it once, for every fresh home of the session and
+# the processes the tests start): nothing is read from, or left in, the user's ~/.cache
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="amctl-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
 for var in ("AMCTL_DB_URL", "MLFLOW_TRACKING_URI", "AMCTL_OPTUNA_URL", "AMCTL_RAY_STORAGE", "AMCTL_ARTIFACTS", "AMCTL_STORAGE",
             "RAY_ADDRESS",
