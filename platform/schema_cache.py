@@ -1,11 +1,13 @@
 """A fresh SQLite MLflow database is a copy of one this MLflow version already migrated, cached per machine.
 
-MLflow creates a new database by running every one of its Alembic migrations: about 2 s on 2 cores, a sixth of
-a cold launch, spent again by every fresh AMCTL_HOME (each test home, each benchmark home).  The result depends
-only on MLflow's version, so the first fresh home on a machine migrates a database in the cache folder and
-every fresh home after it copies that file.  MLflow then opens the copy as an existing database: it checks the
-schema is at its head revision and creates the Default experiment, which the cached file leaves out because its
-artifact location belongs to the home that opens it.  Without a writable cache folder MLflow migrates as before.
+MLflow creates a new database by running every one of its Alembic migrations: about 1 s more than opening
+an existing one on 2 cores (`bench/startup.py`), spent again by every fresh AMCTL_HOME: each test home, each
+benchmark home, a home whose first launch joins a warm cluster (a cold launch hides most of it behind Ray's
+start).  The result depends only on MLflow's version, so the first fresh home on a machine migrates a
+database in the cache folder and every fresh home after it copies that file.  MLflow then opens the copy as
+an existing database: it checks the schema is at its head revision and creates the Default experiment, which
+the cached file leaves out because its artifact location belongs to the home that opens it.  Without a
+writable cache folder MLflow migrates as before.
 """
 
 from __future__ import annotations
