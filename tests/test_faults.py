@@ -3,7 +3,9 @@ serves loopback only; nothing a trial receives carries the stores' URLs."""
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -17,9 +19,11 @@ from conftest import command_line
 from mlflow.tracking import MlflowClient
 
 from amlab.platform.api import plan
+from amlab.platform.settings import Settings
 from amlab.platform.status import Kind, Status
 from amlab.platform.store import Store, Trial
 from amlab.platform.sweep import run_sweep
+from amlab.platform.trial import KEY, TrialConfig
 
 REPO = Path(__file__).resolve().parents[1]
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
@@ -84,7 +88,7 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint(ray_local, setting
 
 
 @pytest.mark.embedded
-def test_an_embedded_ray_listens_on_loopback_only(tmp_path):
+def test_an_embedded_ray_listens_on_loopback_only(tmp_path, monkeypatch):
     """`amctl launch run` with no cluster starts its own Ray: no port of it may be reachable from the network."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"AMCTL_HOME": str(tmp_path)}
     cmd = [sys.executable, str(REPO / "amctl.py"), "launch", "run", "-m", "lstm", "-t", "copy", "--json",
@@ -114,9 +118,12 @@ def test_an_embedded_ray_listens_on_loopback_only(tmp_path):
     exposed = {name: ips - LOOPBACK for name, ips in listening.items() if ips - LOOPBACK}
     assert not exposed, f"listening beyond loopback: {exposed}"
     assert sum(len(ips) for ips in listening.values()) >= 2
-    # what a trial is handed (Tune's params.json) names its stores only by their redacted fingerprint
-    params = [p.read_text() for p in tmp_path.rglob("params.json")]
-    assert params and all("tracking_uri" not in p and "stores=" in p for p in params)
+    # what a trial is handed (its TrialConfig, pickled in Tune's experiment state) names its stores only by their
+    # redacted fingerprint
+    handed = [pickle.loads(bytes.fromhex(json.loads(trial)["config"][KEY]["value"]))
+              for state in tmp_path.rglob("experiment_state-*.json") for trial, _ in json.loads(state.read_text())["trial_data"]]
+    monkeypatch.setenv("AMCTL_HOME", str(tmp_path))
+    assert handed and all(isinstance(c, TrialConfig) and c.stores == Settings.load().fingerprint() for c in handed)
 
 
 @pytest.mark.ray
