@@ -43,6 +43,14 @@ def trial_processes() -> list[psutil.Process]:
     return out
 
 
+def handed(folder: Path) -> list[TrialConfig]:
+    """What each trial under `folder` was handed: its TrialConfig, as Tune keeps it (pickled) in its experiment state."""
+    configs = [pickle.loads(bytes.fromhex(json.loads(trial)["config"][KEY]["value"]))
+               for state in folder.rglob("experiment_state-*.json") for trial, _ in json.loads(state.read_text())["trial_data"]]
+    assert all(isinstance(c, TrialConfig) for c in configs)
+    return configs
+
+
 @pytest.mark.ray
 def test_a_killed_trial_worker_is_retried_from_its_checkpoint(ray_local, settings):
     name = "retried"
@@ -82,9 +90,9 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint(ray_local, setting
     assert not {p for p in set(Path(tempfile.gettempdir()).glob("amctl-*")) - temp_before
                 if p.name.startswith(("amctl-ckpt-", "amctl-final-"))}
 
-    # what each trial was handed (Tune's params.json) names its stores only by their redacted fingerprint
-    params = [p.read_text() for p in Path(settings.ray_storage, name).rglob("params.json")]
-    assert params and all("tracking_uri" not in p and "stores=" in p for p in params)
+    # what each trial was handed names its stores only by their redacted fingerprint
+    configs = handed(Path(settings.ray_storage, name))
+    assert len(configs) == 2 and all(c.stores == settings.fingerprint() for c in configs)
 
 
 @pytest.mark.embedded
@@ -118,12 +126,10 @@ def test_an_embedded_ray_listens_on_loopback_only(tmp_path, monkeypatch):
     exposed = {name: ips - LOOPBACK for name, ips in listening.items() if ips - LOOPBACK}
     assert not exposed, f"listening beyond loopback: {exposed}"
     assert sum(len(ips) for ips in listening.values()) >= 2
-    # what a trial is handed (its TrialConfig, pickled in Tune's experiment state) names its stores only by their
-    # redacted fingerprint
-    handed = [pickle.loads(bytes.fromhex(json.loads(trial)["config"][KEY]["value"]))
-              for state in tmp_path.rglob("experiment_state-*.json") for trial, _ in json.loads(state.read_text())["trial_data"]]
+    # what a trial is handed names its stores only by their redacted fingerprint
     monkeypatch.setenv("AMCTL_HOME", str(tmp_path))
-    assert handed and all(isinstance(c, TrialConfig) and c.stores == Settings.load().fingerprint() for c in handed)
+    configs = handed(tmp_path)
+    assert len(configs) == 1 and configs[0].stores == Settings.load().fingerprint()
 
 
 @pytest.mark.ray
