@@ -131,10 +131,8 @@ def _launch(kind: Kind, data: dict[str, Any], address: str | None, as_json: bool
     with views.LiveLaunch(kind, lch, out(True), quiet=as_json) as live:
         outcome = api.launch(lch, address=address, fresh=fresh, extend=extend, display=live.update, on_plan=live.plan)
     summary = views.outcome_data(outcome, api.trial_metrics(lch.name) if kind is Kind.RUN else api.results(lch.name))
-    if as_json:
-        print(json.dumps(summary, indent=1, default=str))
-    else:
-        views.render_outcome(out(), outcome, summary, api.report_data(lch.name) if kind is Kind.SWEEP else None)
+    report = api.report_data(lch.name) if kind is Kind.SWEEP and not as_json else None
+    print(json.dumps(summary, indent=1, default=str)) if as_json else views.render_outcome(out(), outcome, summary, report)
     raise typer.Exit({Status.FINISHED: 0, Status.KILLED: EXIT_INTERRUPTED}.get(outcome.status, EXIT_FAILED))
 
 
@@ -293,8 +291,9 @@ def logs(
     remote.follow(url, job, write) if follow else write(remote.logs(url, job))
 
 
-def main() -> None:  # the console script's entry point (pyproject: amctl = "amctl:main")
-    run_then_exit(app)
+def main() -> None:  # the console script's entry point (pyproject: amctl = "amctl:main"), served by a warm driver if one runs
+    code = importlib.import_module("amlab.platform.resident").forward(sys.argv[1:])
+    os._exit(code) if code is not None else run_then_exit(app)
 
 if __name__ == "__main__":
     main()

@@ -27,8 +27,9 @@ import psutil
 from amlab.platform.errors import AmctlError, BadInput
 from amlab.platform.settings import Settings
 
-RECORD = "local-ray.json"  # in AMCTL_HOME: {"address", "pid", "temp_dir", "env"}
+RECORD = "local-ray.json"  # in AMCTL_HOME: {"address", "pid", "temp_dir", "env", "driver": platform/resident.py's}
 START_TIMEOUT_S = 60.0
+STOP_GRACE_S = 5.0
 
 
 def client_env() -> dict[str, str]:
@@ -60,11 +61,14 @@ def up(settings: Settings) -> tuple[dict[str, Any], bool]:
         port = s.getsockname()[1]
     temp_dir = tempfile.mkdtemp(prefix="amctl-ray-", dir="/tmp")  # Ray's socket paths must stay short
     env = client_env()
+    from amlab.platform import resident
+
+    preload = {"RAY_preload_python_modules": ",".join(resident.WARMED)}  # what every worker imports before its first task
     ray = Path(sys.executable).with_name("ray")
     with open(settings.home / "local-ray.log", "ab") as log:
         proc = subprocess.Popen([str(ray), "start", "--head", "--block", f"--port={port}", f"--temp-dir={temp_dir}",
                                  "--include-dashboard=false", "--disable-usage-stats"],
-                                env=os.environ | env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                env=os.environ | env | preload, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + START_TIMEOUT_S
     while proc.poll() is None and time.time() < deadline:  # up once its GCS answers and its raylet runs
         with socket.socket() as s:
@@ -78,6 +82,12 @@ def up(settings: Settings) -> tuple[dict[str, Any], bool]:
         raise AmctlError(f"the local Ray head did not start; see {settings.home / 'local-ray.log'}")
     head = {"address": f"127.0.0.1:{port}", "pid": proc.pid, "temp_dir": temp_dir, "env": env}
     (settings.home / RECORD).write_text(json.dumps(head))
+    try:  # the resident driver joins the head just recorded
+        head["driver"] = resident.start(settings, temp_dir)
+    except BaseException:
+        down(settings)
+        raise
+    (settings.home / RECORD).write_text(json.dumps(head))
     return head, True
 
 
@@ -86,6 +96,10 @@ def down(settings: Settings) -> dict[str, Any] | None:
     head = running(settings)
     if head is None:
         return None
+    if "driver" in head:
+        from amlab.platform import resident
+
+        resident.stop(head["driver"])
     _stop(head["pid"])
     (settings.home / RECORD).unlink(missing_ok=True)
     shutil.rmtree(head["temp_dir"], ignore_errors=True)
@@ -93,10 +107,14 @@ def down(settings: Settings) -> dict[str, Any] | None:
 
 
 def _stop(pid: int) -> None:
-    """SIGTERM to the head's session (`ray start --block` then stops its processes), SIGKILL what is left."""
+    """SIGTERM to the head's session, SIGKILL what is left after STOP_GRACE_S.
+
+    Its GCS and `ray start --block` take about 30 s to end gracefully; nothing of the head is kept (its temp
+    folder goes next, the stores are amctl's), so `down` does not wait for that.
+    """
     group = [p for p in psutil.process_iter() if _session(p) == pid]
     os.killpg(pid, signal.SIGTERM)
-    _, alive = psutil.wait_procs(group, timeout=30)
+    _, alive = psutil.wait_procs(group, timeout=STOP_GRACE_S)
     for p in alive:
         p.kill()
 
@@ -120,7 +138,8 @@ def act(settings: Settings, action: str, note: Callable[[str], None]) -> int:
     if action == "up":
         head, started = up(settings)
         note(f"local Ray head {'started' if started else 'already up'} at {head['address']} (pid {head['pid']}); "
-             "launches with this AMCTL_HOME join it until `amctl cluster down`")
+             f"commands with this AMCTL_HOME run in its warm driver (pid {head['driver']['pid']}) or join it, "
+             "until `amctl cluster down`")
         return 0
     head = down(settings) if action == "down" else running(settings)
     if head is None:

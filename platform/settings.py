@@ -29,7 +29,7 @@ class Settings:
     @classmethod
     def load(cls) -> Settings:
         """Read `AMCTL_HOME` (default ~/.amctl) and the per-store overrides from the environment."""
-        home = Path(os.environ.get("AMCTL_HOME", Path.home() / ".amctl")).expanduser().resolve()
+        home = cls.home_path()
         try:
             home.mkdir(mode=0o700, parents=True, exist_ok=True)  # created private: it holds the databases
         except OSError as e:
@@ -50,6 +50,11 @@ class Settings:
             optuna_url=env("AMCTL_OPTUNA_URL", f"sqlite:///{home / 'optuna.db'}"),
             ray_storage=env("AMCTL_RAY_STORAGE", f"{bucket}/tune" if bucket else str(home / "ray")),
         )
+
+    @staticmethod
+    def home_path() -> Path:
+        """Where AMCTL_HOME points, without creating it (`load` does)."""
+        return Path(os.environ.get("AMCTL_HOME", Path.home() / ".amctl")).expanduser().resolve()
 
     def store_env(self) -> dict[str, str]:
         """The variables a worker needs to open the same stores as this driver."""
