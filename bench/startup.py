@@ -2,8 +2,10 @@
 
   cold   `amctl launch run` (lstm × copy, a few steps) in a fresh AMCTL_HOME with no Ray running: the
          process, imports, the stores' schemas, an embedded Ray, Tune, the trial, MLflow, teardown
-  warm   the same launch in a home whose stores exist and whose warm local Ray head is up (`amctl cluster
-         up`, which launches join), as a user keeps one for many launches
+  warm   the same launch in a home whose warm local cluster is up (`amctl cluster up`), as a user keeps one
+         for many launches: served by its resident driver (platform/resident.py: imports done, Ray joined, the
+         trial on a prestarted worker), the first one after `up` and later ones; and, for comparison, in its own
+         process joining the head (AMCTL_RESIDENT=0)
   parts  each piece of the cold path on its own, in fresh processes: bare interpreter, imports (and the
          heaviest modules among them), the stores' first opening (MLflow's schema copied from this machine's
          cache, and migrated anew with an empty cache: platform/schema_cache.py), `ray.init` + `ray.shutdown` (as amctl
@@ -44,13 +46,18 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, sub
     return elapsed, done
 
 
-def launch(home: str, steps: int) -> float:
+def launch(home: str, steps: int, served: bool | None = None) -> float:
+    """One launch's wall time, checked to have trained (and, with `served`, to have run in the resident or not)."""
     cmd = [*AMCTL, "launch", "run", "-m", "lstm", "-t", "copy", "--set", f"train.steps={steps}",
            "--set", f"train.eval_every={steps}", "--set", "mechanism.d_model=16", "--fresh", "--json"]
-    elapsed, done = timed(cmd, {"AMCTL_HOME": home})
+    log = Path(home) / "local-driver.log"
+    before = log.read_text().count("served launch run") if log.exists() else 0
+    elapsed, done = timed(cmd, {"AMCTL_HOME": home} | ({} if served is not False else {"AMCTL_RESIDENT": "0"}))
     out = json.loads(done.stdout[done.stdout.index("{"):])
     if out["reused"] or out["metrics"].get("step") != steps:
         sys.exit(f"the launch did not train {steps} steps: {out}")
+    if served is not None and (log.read_text().count("served launch run") > before) != served:
+        sys.exit(f"the launch was {'not ' * served}served by the resident driver: see {log}")
     return elapsed
 
 
@@ -89,31 +96,37 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
-    homes, cold, warm = [], [], []
+    homes, cold, warm, joined = [], [], [], []
     for _ in range(args.repeats):
         homes.append(tempfile.mkdtemp(prefix="amctl-bench-"))
         cold.append(launch(homes[-1], args.steps))
     warm_home = tempfile.mkdtemp(prefix="amctl-bench-")
     homes.append(warm_home)
-    timed([*AMCTL, "cluster", "up"], {"AMCTL_HOME": warm_home})  # the warm local head this home's launches join
+    up, _ = timed([*AMCTL, "cluster", "up"], {"AMCTL_HOME": warm_home})  # a fresh home's local cluster
     try:
-        launch(warm_home, args.steps)  # the stores' schemas, once; Ray's head warms up
+        first = launch(warm_home, args.steps, served=True)  # at once: its prestarted workers may still be importing
         for _ in range(args.repeats):
-            warm.append(launch(warm_home, args.steps))
+            time.sleep(3)  # between a user's commands: the resident tops its prestarted workers up
+            warm.append(launch(warm_home, args.steps, served=True))
+        for _ in range(args.repeats):
+            joined.append(launch(warm_home, args.steps, served=False))
     finally:
-        timed([*AMCTL, "cluster", "down"], {"AMCTL_HOME": warm_home})
+        down, _ = timed([*AMCTL, "cluster", "down"], {"AMCTL_HOME": warm_home})
     pieces = parts(tempfile.mkdtemp(prefix="amctl-bench-"))
     imported = imports()
     for h in homes:
         shutil.rmtree(h, ignore_errors=True)
-    c, w = statistics.median(cold), statistics.median(warm)
+    c, w, j = statistics.median(cold), statistics.median(warm), statistics.median(joined)
     print(f"`amctl launch run` lstm × copy, {args.steps} steps, median of {args.repeats}")
-    print(f"{'launch':44s} {'wall s':>7s}")
-    print(f"{'cold (fresh home, embedded Ray)':44s} {c:7.1f}")
-    print(f"{'warm (stores exist, local Ray head up)':44s} {w:7.1f}   cold ÷ warm {c / w:.2f}")
-    print(f"\n{'where a cold launch goes (each alone)':44s} {'s':>7s} {'of cold':>8s}")
+    print(f"{'launch':52s} {'wall s':>7s}")
+    print(f"{'cold (fresh home, embedded Ray)':52s} {c:7.1f}")
+    print(f"{'warm: served by the resident, at once after up':52s} {first:7.1f}   cold ÷ it {c / first:.2f}")
+    print(f"{'warm: served by the resident':52s} {w:7.1f}   cold ÷ it {c / w:.2f}")
+    print(f"{'warm: own process joining the head (AMCTL_RESIDENT=0)':52s} {j:7.1f}   cold ÷ it {c / j:.2f}")
+    print(f"{'amctl cluster up (fresh home) / down':52s} {up:7.1f} / {down:.1f}")
+    print(f"\n{'where a cold launch goes (each alone)':52s} {'s':>7s} {'of cold':>8s}")
     for what, s in {**pieces, **imported}.items():
-        print(f"{what:44s} {s:7.2f} {s / c:8.0%}")
+        print(f"{what:52s} {s:7.2f} {s / c:8.0%}")
 
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ configurations run one after another in a plain PyTorch loop, and as a bare Ray 
           `ray.init`, the tasks, `ray.shutdown` (what a hand-written Ray script costs)
 
 `--substantial` trains 8 × 4000 steps of a wider model (the regime a real sweep is in); the default is
-8 short trials (300 steps), where fixed costs dominate.
+8 short trials (300 steps), where fixed costs dominate.  `--warm` also times the same sweep served by a fresh
+home's warm local cluster (`amctl cluster up` before it, untimed: platform/resident.py).
 
-    python bench/sweep.py [--trials 8] [--steps 300 | --substantial]
+    python bench/sweep.py [--trials 8] [--steps 300 | --substantial] [--warm]
 """
 
 from __future__ import annotations
@@ -92,27 +93,46 @@ def trained_configs(home: str, trials: int, steps: int) -> list[dict]:
         return [t.config for t in done]
 
 
+def launch(spec: dict, trials: int, steps: int, warm: bool) -> tuple[float, dict, list[dict]]:
+    """`amctl launch sweep` in a fresh home, timed as a whole command; `warm`: served by that home's warm local
+    cluster (`amctl cluster up` first, untimed, and checked in its driver's log to have served the sweep)."""
+    with tempfile.TemporaryDirectory(prefix="amctl-bench-") as home:
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"AMCTL_HOME": home}
+        path = Path(home) / "sweep.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        if warm:
+            subprocess.run([*AMCTL, "cluster", "up"], env=env, capture_output=True, check=True)
+            time.sleep(5)  # a user's next command: the prestarted workers have imported by then
+        try:
+            t0 = time.perf_counter()
+            out = subprocess.run([*AMCTL, "launch", "sweep", str(path), "--json"], env=env, capture_output=True, text=True)
+            swept = time.perf_counter() - t0
+            if warm and "served launch sweep" not in (Path(home) / "local-driver.log").read_text():
+                sys.exit("the warm sweep was not served by the local cluster's driver")
+        finally:
+            if warm:
+                subprocess.run([*AMCTL, "cluster", "down"], env=env, capture_output=True)
+        if out.returncode != 0:
+            sys.exit(f"sweep failed:\n{out.stderr[-3000:]}")
+        return swept, json.loads(out.stdout), trained_configs(home, trials, steps)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--substantial", action="store_true", help="8 × 4000 steps of lstm d_model=128")
+    ap.add_argument("--warm", action="store_true", help="also the sweep served by a warm local cluster (cluster up)")
     args = ap.parse_args()
     width = 64
     if args.substantial:
         args.steps, width = 4000, 128
     spec = bench_spec(args.trials, args.steps, width)
-    with tempfile.TemporaryDirectory(prefix="amctl-bench-") as home:
-        path = Path(home) / "sweep.yaml"
-        path.write_text(yaml.safe_dump(spec))
-        t0 = time.perf_counter()
-        out = subprocess.run([*AMCTL, "launch", "sweep", str(path), "--json"], env={**os.environ, "AMCTL_HOME": home},
-                             capture_output=True, text=True)
-        swept = time.perf_counter() - t0
-        if out.returncode != 0:
-            sys.exit(f"sweep failed:\n{out.stderr[-3000:]}")
-        configs = trained_configs(home, args.trials, args.steps)
-        result = json.loads(out.stdout)
+    swept, result, configs = launch(spec, args.trials, args.steps, warm=False)
+    if args.warm:
+        warm_swept, warm_result, warm_configs = launch(spec, args.trials, args.steps, warm=True)
+        if warm_configs != configs:
+            sys.exit("the warm sweep trained other configurations than the cold one (the same seeded spec)")
     pooled = pool(configs)
     torch.set_num_threads(os.cpu_count() or 1)
     sequential = sum(plain(c) for c in configs)
@@ -123,6 +143,10 @@ def main() -> None:
     label = f"amctl launch sweep (concurrency {result['concurrency']})"
     print(f"{label:52s} {swept:8.1f} {sequential / swept:9.2f}")
     print(f"amctl ÷ pool: {swept / pooled:.2f}   (status {result['status']})")
+    if args.warm:
+        label = "amctl launch sweep, served by a warm local cluster"
+        print(f"{label:52s} {warm_swept:8.1f} {sequential / warm_swept:9.2f}")
+        print(f"warm amctl ÷ pool: {warm_swept / pooled:.2f}   (status {warm_result['status']})")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@
 lifecycle and the same exit code as a fresh process would, on the caller's own terminal (stdin, stdout and
 stderr travel over a Unix socket), in the caller's folder; Ctrl-C in the caller interrupts it.  What it skips is
 the interpreter, the imports and joining Ray, and a trial skips starting its Ray worker: the driver keeps idle
-Ray workers of its own job with a trial's modules imported and the runtime env Tune gives its trial actors, so
-Ray hands a trial's actor one of them instead of starting a process (bench/startup.py measures both).
+Ray workers of its own job prestarted with a trial's modules imported, and Ray hands a trial's actor one of them
+instead of starting a process (bench/startup.py measures both).
 
 It serves one command at a time, and only what it would run exactly as a fresh process: a command sent while
 another runs, one for another cluster (`--address`), one from an environment that differs in anything amctl,
@@ -29,6 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
+from amlab.platform.errors import AmctlError
 from amlab.platform.local_cluster import RECORD
 from amlab.platform.settings import Settings
 
@@ -109,21 +112,17 @@ def start(settings: Settings, temp_dir: str) -> dict[str, Any]:
         time.sleep(0.1)
     if not os.path.exists(path):
         stop({"pid": proc.pid})
-        from amlab.platform.errors import AmctlError
-
         raise AmctlError(f"the local cluster's driver did not start; see {settings.home / LOG}")
     return {"pid": proc.pid, "socket": path}
 
 
 def stop(driver: dict[str, Any]) -> None:
     """SIGTERM to the resident (a command it runs is interrupted and closed), SIGKILL if it outlives 30 s."""
-    import psutil
-
     try:
         proc = psutil.Process(driver["pid"])
         if "amlab.platform.resident" in " ".join(proc.cmdline()):
             proc.terminate()
-            psutil.wait_procs([proc], timeout=30, callback=None)
+            psutil.wait_procs([proc], timeout=30)
             if proc.is_running():
                 proc.kill()
     except psutil.Error:
@@ -160,14 +159,12 @@ class Resident:
         """Keep one idle Ray worker per CPU ready for this job's trials (the head preloads a trial's modules in each,
         `cluster up`'s RAY_preload_python_modules): a trial's actor then starts at once instead of after a new
         process imports torch, MLflow and amctl.  Ray's own call for it (the raylet's PrestartWorkers)."""
-        import psutil
         import ray
         from ray._private.grpc_utils import init_grpc_channel
         from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc, runtime_environment_pb2
 
         node = next(n for n in ray.nodes() if n["Alive"])
-        idle = sum(p.info["cmdline"][:1] == ["ray::IDLE"] for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"])
-        wanted = int(node["Resources"].get("CPU", 1)) - idle
+        wanted = int(node["Resources"].get("CPU", 1)) - len(_idle_workers())
         if wanted > 0:
             stub = node_manager_pb2_grpc.NodeManagerServiceStub(
                 init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}"))
@@ -175,6 +172,17 @@ class Resident:
                 language=common_pb2.PYTHON, job_id=bytes.fromhex(ray.get_runtime_context().get_job_id()),
                 runtime_env_info=runtime_environment_pb2.RuntimeEnvInfo(serialized_runtime_env="{}"),
                 keep_alive_duration_secs=KEEP_ALIVE_S, num_workers=wanted), timeout=10)
+
+    def settle(self, timeout: float = 60.0) -> None:
+        """Wait until the prestarted workers have imported (their CPU time stops growing): `up` returns warm."""
+        deadline, spent = time.time() + timeout, None
+        while time.time() < deadline:
+            workers = _idle_workers()
+            now = sum(sum(p.cpu_times()[:2]) for p in workers if p.is_running())
+            if workers and spent is not None and now - spent < 0.02:
+                return
+            spent = now
+            time.sleep(0.5)
 
     def accept(self, listener: socket.socket) -> None:
         """The acceptor thread: read each request, decline what must run apart (or arrives while busy), queue the rest."""
@@ -265,7 +273,11 @@ class Resident:
         signal.signal(signal.SIGTERM, _stop)  # `cluster down`: ends a command it runs as well (after Ray's own handler)
         for name in ("amctl", "amlab.platform.api", *WARMED):  # the CLI, the platform, and what a trial imports
             importlib.import_module(name)
+        from amlab.platform import api, tracking
+
+        api.store(), tracking.client(api.settings())  # the stores opened (created, in a fresh home) before any command
         self.prestart()
+        self.settle()
         listener = socket.socket(socket.AF_UNIX)
         listener.bind(self.path + ".new")
         os.chmod(self.path + ".new", 0o600)
@@ -277,15 +289,20 @@ class Resident:
             conn, request, fds = self.jobs.get()
             t0 = time.perf_counter()
             code = self.run(conn, request, fds)
-            try:
+            print(f"served {' '.join(request['argv'])}: exit {code} in {time.perf_counter() - t0:.2f} s", flush=True)
+            try:  # logged first: once the caller has its exit code, the log says what it ran
                 conn.sendall(struct.pack("!i", code))
                 conn.shutdown(socket.SHUT_RDWR)  # ends the command's listener thread
             except OSError:
                 pass
             conn.close()
-            print(f"served {' '.join(request['argv'])}: exit {code} in {time.perf_counter() - t0:.2f} s", flush=True)
             self.busy.clear()
             self.prestart()
+
+
+def _idle_workers() -> list:
+    """This machine's idle Ray workers (Ray titles a worker process `ray::IDLE` between tasks)."""
+    return [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0].strip() == "ray::IDLE"]
 
 
 class Stopped(BaseException):
