@@ -105,7 +105,8 @@ def start(settings: Settings, temp_dir: str) -> dict[str, Any]:
     """Start the resident for the local head (it joins the head recorded in AMCTL_HOME); its record once it serves."""
     path = str(Path(temp_dir) / "driver.sock")
     with open(settings.home / LOG, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "amlab.platform.resident", path], stdout=log,
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # it joins this head, never another cluster
+        proc = subprocess.Popen([sys.executable, "-m", "amlab.platform.resident", path], stdout=log, env=env,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + START_TIMEOUT_S
     while proc.poll() is None and not os.path.exists(path) and time.time() < deadline:
@@ -144,15 +145,11 @@ class Resident:
         inherit the stores from it.  Tune adds PL_DISABLE_FORK (for PyTorch Lightning, unused here) to every
         trial actor; it is dropped in this process only.
         """
-        import ray
         from ray.tune.execution import class_cache
 
-        from amlab.platform import local_cluster, resources
+        from amlab.platform import resources
 
-        head = local_cluster.running(Settings.load())
-        os.environ.update(head["env"])
-        resources.local_only()
-        ray.init(address=head["address"], log_to_driver=False, logging_level="ERROR")
+        resources.ensure_ray(Settings.load(), bare_job=True)  # joins the local head recorded in AMCTL_HOME
         class_cache.DEFAULT_ENV_VARS.clear()
 
     def prestart(self) -> None:

@@ -30,7 +30,7 @@ _starting: tuple[threading.Event, list[BaseException | None]] | None = None  # a
 _stopping: threading.Thread | None = None  # a stop_ray(wait=False) still shutting Ray down
 
 
-def start_ray(settings: Settings, address: str | None = None) -> None:
+def start_ray(settings: Settings, address: str | None = None, bare_job: bool = False) -> None:
     """Begin starting an embedded local Ray on loopback (or joining `address`) on a thread; `ensure_ray` waits.
 
     A cold launch's imports and its stores' first opening then run while Ray's processes start (about 4 s
@@ -41,7 +41,9 @@ def start_ray(settings: Settings, address: str | None = None) -> None:
     inherit its environment (settings are a function of it, credentials included), so it needs no runtime
     env.  A joined cluster gets the credential-free URLs in the job's runtime env, which Ray writes to its
     logs; URLs with credentials come from the nodes' environment, and every trial checks its stores are the
-    driver's (settings.worker_settings against the fingerprint in its TrialConfig).
+    driver's (settings.worker_settings against the fingerprint in its TrialConfig).  `bare_job`: no runtime env
+    at all, for the local cluster's resident driver (platform/resident.py), whose head was started from its own
+    environment: its workers inherit the stores from the head.
     """
     global _starting
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the progress display is ours; Tune's tables would interleave
@@ -55,7 +57,7 @@ def start_ray(settings: Settings, address: str | None = None) -> None:
         local_only()
         address = head["address"]
     if address or os.environ.get("RAY_ADDRESS"):
-        options = {"address": address, "runtime_env": {"env_vars": public}}
+        options = {"address": address} | ({} if bare_job else {"runtime_env": {"env_vars": public}})
     else:
         local_only()
         os.environ.update(public)  # what the embedded Ray's processes inherit
@@ -78,10 +80,10 @@ def start_ray(settings: Settings, address: str | None = None) -> None:
     _starting = (done, outcome)
 
 
-def ensure_ray(settings: Settings, address: str | None = None) -> None:
+def ensure_ray(settings: Settings, address: str | None = None, bare_job: bool = False) -> None:
     """Ray started (or joined) as `start_ray` does; waits for a start already begun, and raises its error."""
     global _starting
-    start_ray(settings, address)
+    start_ray(settings, address, bare_job)
     if _starting is None:
         return
     done, outcome = _starting

@@ -14,7 +14,8 @@ import psutil
 import pytest
 from conftest import command_line
 
-from amlab.platform.resident import differs, served
+from amlab.platform import resident
+from amlab.platform.resident import Resident, code_stamp, differs, served
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = ["launch", "run", "-m", "lstm", "-t", "copy", "--json", "--set", "mechanism.d_model=16", "--set", "train.eval_every=30"]
@@ -50,6 +51,28 @@ def test_which_commands_and_environments_a_resident_serves():
     assert differs(base, base | {"TERM": "dumb", "COLUMNS": "80"}) == []  # display variables travel with the command
     assert differs(base, base | {"AMCTL_DB_URL": "sqlite:///x", "OMP_NUM_THREADS": "1"}) == ["AMCTL_DB_URL", "OMP_NUM_THREADS"]
     assert differs(base, {"TERM": "xterm"}) == ["AMCTL_HOME", "OMP_NUM_THREADS"]  # unset counts as different
+
+
+def test_a_resident_refuses_what_a_fresh_process_would_run_differently():
+    here = Resident("/unused")  # what it serves: this environment, this code, this interpreter
+    ok = {"argv": ["status", "--json"], "code": code_stamp(), "python": sys.executable, "env": dict(os.environ)}
+    assert here.refusal(ok) == ""
+    assert here.refusal(ok | {"argv": ["ui"]}) == "not a served command"
+    assert here.refusal(ok | {"code": "0" * 64}) == "other code than the resident loaded"
+    assert here.refusal(ok | {"python": "/usr/bin/python3"}) == "other code than the resident loaded"
+    other = here.refusal(ok | {"env": dict(os.environ) | {"AMCTL_DB_URL": "sqlite:////tmp/other.db", "TERM": "dumb"}})
+    assert other == "environment differs in AMCTL_DB_URL"
+
+
+def test_the_code_stamp_follows_amctls_source():
+    before, source = code_stamp(), Path(resident.__file__)
+    st = source.stat()
+    try:
+        os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # edited since the resident started
+        assert code_stamp() != before
+    finally:
+        os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert code_stamp() == before
 
 
 @pytest.mark.embedded
