@@ -270,7 +270,8 @@ def cluster(
     config: Annotated[Path | None, typer.Argument(help="Cluster-launcher YAML (cluster/aws.yaml); none: this machine.")] = None,
 ) -> None:
     """Bring a Ray cluster up or down, or show its nodes and demand; with no CONFIG, a local Ray head launches join."""
-    raise typer.Exit(api.serve(api.cluster_command(action, config)) if config else api.local_cluster(action, out(True).print))
+    note = out(True).print  # the local cluster's driver runs this CLI's app (platform/resident.py)
+    raise typer.Exit(api.serve(api.cluster_command(action, config)) if config else api.local_cluster(action, note, "amctl:app"))
 
 
 @command(app, "jobs", CLUSTER)
@@ -292,7 +293,7 @@ def logs(
 
 
 def main() -> None:  # the console script's entry point (pyproject: amctl = "amctl:main"), served by a warm driver if one runs
-    code = importlib.import_module("amlab.platform.resident").forward(sys.argv[1:])
+    code = importlib.import_module("amlab.platform.resident").forward(sys.argv[1:], __file__)
     os._exit(code) if code is not None else run_then_exit(app)
 
 if __name__ == "__main__":

@@ -328,11 +328,11 @@ def backend_by_env(uri: str) -> None:
     os.environ["MLFLOW_BACKEND_STORE_URI"] = uri
 
 
-def local_cluster(action: str, note: Callable[[str], None]) -> int:
-    """`amctl cluster up|down|status` with no config: the warm local Ray head that launches join."""
+def local_cluster(action: str, note: Callable[[str], None], app: str) -> int:
+    """`amctl cluster up|down|status` with no config: the warm local Ray head, and its driver that runs `app`."""
     from amlab.platform import local_cluster
 
-    return local_cluster.act(settings(), action, note)
+    return local_cluster.act(settings(), action, note, app)
 
 
 def cluster_command(action: str, config: Path) -> list[str]:

@@ -28,6 +28,9 @@ from amlab.platform.errors import AmctlError, BadInput
 from amlab.platform.settings import Settings
 
 RECORD = "local-ray.json"  # in AMCTL_HOME: {"address", "pid", "temp_dir", "env", "driver": platform/resident.py's}
+# what a trial imports: a local Ray's workers (the warm head's, an embedded one's) import it when they start
+# (RAY_preload_python_modules), so that a trial given a prestarted worker (one per CPU) starts at once
+PRELOADED = ("amlab.platform.train", "amlab.workloads.registry", "torch._dynamo", "mlflow.store.tracking.sqlalchemy_store")
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 5.0
 
@@ -52,8 +55,9 @@ def running(settings: Settings) -> dict[str, Any] | None:
     return head if alive else None
 
 
-def up(settings: Settings) -> tuple[dict[str, Any], bool]:
-    """Start the local head unless one runs; returns (its record, whether it was started now)."""
+def up(settings: Settings, app: str) -> tuple[dict[str, Any], bool]:
+    """Start the local head and its resident driver for the CLI's `app` ("module:attr") unless one runs; returns
+    (its record, whether it was started now)."""
     if head := running(settings):
         return head, False
     with socket.socket() as s:
@@ -61,9 +65,9 @@ def up(settings: Settings) -> tuple[dict[str, Any], bool]:
         port = s.getsockname()[1]
     temp_dir = tempfile.mkdtemp(prefix="amctl-ray-", dir="/tmp")  # Ray's socket paths must stay short
     env = client_env()
-    from amlab.platform import resident
+    from amlab.platform import resident  # imports no Ray: the resident inherits this environment as the user set it
 
-    preload = {"RAY_preload_python_modules": ",".join(resident.WARMED)}  # what every worker imports before its first task
+    preload = {"RAY_preload_python_modules": ",".join(PRELOADED)}  # what every worker imports before its first task
     ray = Path(sys.executable).with_name("ray")
     with open(settings.home / "local-ray.log", "ab") as log:
         proc = subprocess.Popen([str(ray), "start", "--head", "--block", f"--port={port}", f"--temp-dir={temp_dir}",
@@ -83,7 +87,7 @@ def up(settings: Settings) -> tuple[dict[str, Any], bool]:
     head = {"address": f"127.0.0.1:{port}", "pid": proc.pid, "temp_dir": temp_dir, "env": env}
     (settings.home / RECORD).write_text(json.dumps(head))
     try:  # the resident driver joins the head just recorded
-        head["driver"] = resident.start(settings, temp_dir)
+        head["driver"] = resident.start(settings, temp_dir, app)
     except BaseException:
         down(settings)
         raise
@@ -133,13 +137,13 @@ def _session(p: psutil.Process) -> int | None:
         return None
 
 
-def act(settings: Settings, action: str, note: Callable[[str], None]) -> int:
+def act(settings: Settings, action: str, note: Callable[[str], None], app: str) -> int:
     """`amctl cluster up|down|status` with no config; returns the exit code (BadInput when no head is up)."""
     if action == "up":
-        head, started = up(settings)
+        head, started = up(settings, app)
+        driver = f"run in its warm driver (pid {head['driver']['pid']}) or join it" if "driver" in head else "join it"
         note(f"local Ray head {'started' if started else 'already up'} at {head['address']} (pid {head['pid']}); "
-             f"commands with this AMCTL_HOME run in its warm driver (pid {head['driver']['pid']}) or join it, "
-             "until `amctl cluster down`")
+             f"commands with this AMCTL_HOME {driver}, until `amctl cluster down`")
         return 0
     head = down(settings) if action == "down" else running(settings)
     if head is None:

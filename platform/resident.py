@@ -32,26 +32,26 @@ from typing import Any
 import psutil
 
 from amlab.platform.errors import AmctlError
-from amlab.platform.local_cluster import RECORD
+from amlab.platform.local_cluster import PRELOADED, RECORD
 from amlab.platform.settings import Settings
 
 SERVED = {"launch", "resume", "status", "report", "compare", "list", "delete", "cancel"}  # not cluster, ui, server, jobs
 # what amctl, torch, Ray, MLflow and the stores read from the environment: a command differing here runs apart
 RELEVANT = ("AMCTL_", "MLFLOW_", "RAY_", "TUNE_", "OMP_", "MKL_", "KMP_", "OPENBLAS_", "CUDA_", "NCCL_", "TORCH", "PYTORCH_",
             "PYTHON", "LD_", "XDG_", "AWS_", "GOOGLE_", "PG", "HOME", "TMPDIR", "VIRTUAL_ENV", "DO_NOT_TRACK")
-WARMED = ("amlab.platform.train", "amlab.workloads.registry", "torch._dynamo", "mlflow.store.tracking.sqlalchemy_store")
 KEEP_ALIVE_S = 24 * 3600  # how long Ray keeps a prestarted idle worker beyond its usual idle limit
 START_TIMEOUT_S = 120.0
 LOG = "local-driver.log"  # in AMCTL_HOME: the resident's own output, and a line per command it served
 ACCEPT, DECLINE, INTERRUPT = b"A", b"D", b"I"
 
 
-def code_stamp() -> str:
-    """A digest of amctl's source files (names, sizes, modification times): the resident serves only the code it loaded."""
+def code_stamp(cli: str) -> str:
+    """A digest of the CLI's file and amlab's source (names, sizes, modification times): the resident serves only
+    the code it loaded."""
     roots = [Path(sys.modules["amlab.platform.settings"].__file__).parent]
     roots += [Path(spec.origin).parent for name in ("amlab.workloads", "amlab.dashboards")
               if (spec := importlib.util.find_spec(name)) and spec.origin]
-    files = [Path(importlib.util.find_spec("amctl").origin)] + sorted(f for r in roots for f in r.rglob("*.py"))
+    files = [Path(cli).resolve()] + sorted(f for r in roots for f in r.rglob("*.py"))
     return hashlib.sha256(repr([(str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files]).encode()).hexdigest()
 
 
@@ -68,8 +68,9 @@ def served(argv: list[str]) -> bool:
 
 # ---- the caller (amctl's entry point): stdlib only, before anything heavy is imported -------------------------------
 
-def forward(argv: list[str]) -> int | None:
-    """Run the command in the resident driver if one serves this home; its exit code, or None to run it here."""
+def forward(argv: list[str], cli: str) -> int | None:
+    """Run the command in the resident driver if one serves this home (`cli`: the CLI's file, whose code it must
+    have loaded); its exit code, or None to run it here."""
     if os.environ.get("AMCTL_RESIDENT") == "0" or not served(argv):
         return None
     try:
@@ -77,7 +78,7 @@ def forward(argv: list[str]) -> int | None:
         conn = socket.socket(socket.AF_UNIX)
         conn.settimeout(30)
         conn.connect(driver["socket"])
-        request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "code": code_stamp(),
+        request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "code": code_stamp(cli),
                               "python": sys.executable}).encode()
         socket.send_fds(conn, [struct.pack("!I", len(request))], [0, 1, 2])
         conn.sendall(request)
@@ -101,12 +102,13 @@ def forward(argv: list[str]) -> int | None:
 
 # ---- `amctl cluster up` / `down` -----------------------------------------------------------------------------------
 
-def start(settings: Settings, temp_dir: str) -> dict[str, Any]:
-    """Start the resident for the local head (it joins the head recorded in AMCTL_HOME); its record once it serves."""
+def start(settings: Settings, temp_dir: str, app: str) -> dict[str, Any]:
+    """Start the resident for the local head (it joins the head recorded in AMCTL_HOME) to run `app` ("module:attr",
+    the CLI's Typer app, named by the CLI: the platform never imports it); its record once it serves."""
     path = str(Path(temp_dir) / "driver.sock")
     with open(settings.home / LOG, "ab") as log:
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # it joins this head, never another cluster
-        proc = subprocess.Popen([sys.executable, "-m", "amlab.platform.resident", path], stdout=log, env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "amlab.platform.resident", path, app], stdout=log, env=env,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + START_TIMEOUT_S
     while proc.poll() is None and not os.path.exists(path) and time.time() < deadline:
@@ -133,29 +135,28 @@ def stop(driver: dict[str, Any]) -> None:
 # ---- the resident itself ---------------------------------------------------------------------------------------------
 
 class Resident:
-    def __init__(self, path: str):
-        self.base, self.code = dict(os.environ), code_stamp()  # what it serves: this environment, this code
+    def __init__(self, path: str, app: str):
+        self.base = dict(os.environ)  # what it serves: this environment, as it came (imports below add to it)
+        module, _, attr = app.partition(":")
+        cli = importlib.import_module(module)
+        self.app, self.code = getattr(cli, attr), code_stamp(cli.__file__)  # what it runs: this code
         self.path, self.jobs, self.busy = path, queue.Queue(), threading.Event()
 
     def join(self) -> None:
-        """Join the local head as a job with no runtime env, and give Tune's trial actors none either.
+        """Join the local head as a job with no runtime env.
 
         Ray hands an actor a prestarted idle worker only when their runtime envs match; a prestarted worker has
-        none.  This job needs none: the head was started from this environment (`cluster up`), so its workers
-        inherit the stores from it.  Tune adds PL_DISABLE_FORK (for PyTorch Lightning, unused here) to every
-        trial actor; it is dropped in this process only.
+        none (and a trial actor none either, platform/sweep.py).  This job needs none: the head was started from
+        this environment (`cluster up`), so its workers inherit the stores from it.
         """
-        from ray.tune.execution import class_cache
-
         from amlab.platform import resources
 
         resources.ensure_ray(Settings.load(), bare_job=True)  # joins the local head recorded in AMCTL_HOME
-        class_cache.DEFAULT_ENV_VARS.clear()
 
     def prestart(self) -> None:
         """Keep one idle Ray worker per CPU ready for this job's trials (the head preloads a trial's modules in each,
-        `cluster up`'s RAY_preload_python_modules): a trial's actor then starts at once instead of after a new
-        process imports torch, MLflow and amctl.  Ray's own call for it (the raylet's PrestartWorkers)."""
+        local_cluster.PRELOADED): a trial's actor then starts at once instead of after a new process imports torch,
+        MLflow and amctl.  Ray's own call for it (the raylet's PrestartWorkers)."""
         import ray
         from ray._private.grpc_utils import init_grpc_channel
         from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc, runtime_environment_pb2
@@ -216,8 +217,6 @@ class Resident:
 
     def run(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> int:
         """One command, as a fresh process would run it, on the caller's descriptors, folder and display variables."""
-        import amctl
-
         saved, env, cwd = [os.dup(i) for i in range(3)], dict(os.environ), os.getcwd()
         running, lock = [True], threading.Lock()
 
@@ -241,7 +240,7 @@ class Resident:
         try:
             try:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
-                amctl.app(args=request["argv"], prog_name="amctl")
+                self.app(args=request["argv"], prog_name="amctl")
                 code = 0
             finally:
                 with lock:
@@ -268,7 +267,7 @@ class Resident:
         self.join()
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # only a caller's Ctrl-C, during its command, interrupts
         signal.signal(signal.SIGTERM, _stop)  # `cluster down`: ends a command it runs as well (after Ray's own handler)
-        for name in ("amctl", "amlab.platform.api", *WARMED):  # the CLI, the platform, and what a trial imports
+        for name in ("amlab.platform.api", *PRELOADED):  # the platform, and what a trial imports
             importlib.import_module(name)
         from amlab.platform import api, tracking
 
@@ -319,7 +318,7 @@ def _recv(conn: socket.socket) -> bytes | None:
 
 if __name__ == "__main__":
     try:
-        Resident(sys.argv[1]).serve()
+        Resident(*sys.argv[1:3]).serve()
     except Stopped:  # its head stops next: its Ray job and workers end with it, no teardown to wait for
         sys.stdout.flush()
         os._exit(0)

@@ -60,7 +60,7 @@ def start_ray(settings: Settings, address: str | None = None, bare_job: bool = F
         options = {"address": address} | ({} if bare_job else {"runtime_env": {"env_vars": public}})
     else:
         local_only()
-        os.environ.update(public)  # what the embedded Ray's processes inherit
+        os.environ.update(public | {"RAY_preload_python_modules": ",".join(local_cluster.PRELOADED)})  # its processes inherit
         options = {"include_dashboard": False}  # the Jobs API serves `--address` clusters, never this one
     if threading.current_thread() is threading.main_thread():  # Ray sets this only when init runs on the main thread
         signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(signum))

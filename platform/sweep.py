@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ray import tune
+from ray.tune.execution import class_cache
 
 from amlab.platform import errors, lease, records, resources, storage
 from amlab.platform.callbacks import Bookkeeper, CancelStopper, Display, Progress, attach_display
@@ -96,6 +97,9 @@ def _tune(launch: Launch, ctx: SweepContext, pending: list[CellPlan], settings: 
     # no result.json, progress.csv or TensorBoard file per trial: the store and MLflow keep the results, nothing
     # reads those (resuming reads the experiment state), and the driver wrote all three on every report
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Tune gives every trial actor PL_DISABLE_FORK (for PyTorch Lightning, unused here); with no runtime env at
+    # all, Ray hands a trial's actor a prestarted worker, its modules already imported (local_cluster.PRELOADED)
+    class_cache.DEFAULT_ENV_VARS.pop("PL_DISABLE_FORK", None)
     resources.ensure_ray(settings, address)
     total = sum(c.trials for c in pending)
     shape = resources.cluster_shape()

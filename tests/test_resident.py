@@ -54,8 +54,9 @@ def test_which_commands_and_environments_a_resident_serves():
 
 
 def test_a_resident_refuses_what_a_fresh_process_would_run_differently():
-    here = Resident("/unused")  # what it serves: this environment, this code, this interpreter
-    ok = {"argv": ["status", "--json"], "code": code_stamp(), "python": sys.executable, "env": dict(os.environ)}
+    here = Resident("/unused", "amctl:app")  # what it serves: this environment, this code, this interpreter
+    ok = {"argv": ["status", "--json"], "code": code_stamp(str(REPO / "amctl.py")), "python": sys.executable,
+          "env": dict(os.environ)}
     assert here.refusal(ok) == ""
     assert here.refusal(ok | {"argv": ["ui"]}) == "not a served command"
     assert here.refusal(ok | {"code": "0" * 64}) == "other code than the resident loaded"
@@ -65,14 +66,15 @@ def test_a_resident_refuses_what_a_fresh_process_would_run_differently():
 
 
 def test_the_code_stamp_follows_amctls_source():
-    before, source = code_stamp(), Path(resident.__file__)
+    cli = str(REPO / "amctl.py")
+    before, source = code_stamp(cli), Path(resident.__file__)
     st = source.stat()
     try:
         os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # edited since the resident started
-        assert code_stamp() != before
+        assert code_stamp(cli) != before
     finally:
         os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert code_stamp() == before
+    assert code_stamp(cli) == before
 
 
 @pytest.mark.embedded
