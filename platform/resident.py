@@ -149,35 +149,55 @@ class Resident:
         none (and a trial actor none either, platform/sweep.py).  This job needs none: the head was started from
         this environment (`cluster up`), so its workers inherit the stores from it.
         """
-        from amlab.platform import resources
+        from amlab.platform import local_cluster, resources
 
         resources.ensure_ray(Settings.load(), bare_job=True)  # joins the local head recorded in AMCTL_HOME
+        self.head = local_cluster.running(Settings.load())["pid"]  # its processes' session (its workers' too)
 
-    def prestart(self) -> None:
+    def prestart(self, first: bool = False) -> None:
         """Keep one idle Ray worker per CPU ready for this job's trials (the head preloads a trial's modules in each,
         local_cluster.PRELOADED): a trial's actor then starts at once instead of after a new process imports torch,
-        MLflow and amctl.  Ray's own call for it (the raylet's PrestartWorkers)."""
+        MLflow and amctl.  Ray's own call for it (the raylet's PrestartWorkers).  The `first` time, one per CPU
+        whatever is idle: the workers Ray starts by itself for a first driver do not take a trial's actor, and
+        Ray stops them once idle workers outnumber the CPUs (those prestarted here are kept: KEEP_ALIVE_S)."""
         import ray
         from ray._private.grpc_utils import init_grpc_channel
         from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc, runtime_environment_pb2
 
         node = next(n for n in ray.nodes() if n["Alive"])
-        wanted = int(node["Resources"].get("CPU", 1)) - len(_idle_workers())
+        wanted = int(node["Resources"].get("CPU", 1)) - (0 if first else len(self.idle_workers()))
         if wanted > 0:
             stub = node_manager_pb2_grpc.NodeManagerServiceStub(
                 init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}"))
-            stub.PrestartWorkers(node_manager_pb2.PrestartWorkersRequest(
-                language=common_pb2.PYTHON, job_id=bytes.fromhex(ray.get_runtime_context().get_job_id()),
-                runtime_env_info=runtime_environment_pb2.RuntimeEnvInfo(serialized_runtime_env="{}"),
-                keep_alive_duration_secs=KEEP_ALIVE_S, num_workers=wanted), timeout=10)
+            try:  # without them a trial starts its own worker, as a joined launch's does
+                stub.PrestartWorkers(node_manager_pb2.PrestartWorkersRequest(
+                    language=common_pb2.PYTHON, job_id=bytes.fromhex(ray.get_runtime_context().get_job_id()),
+                    runtime_env_info=runtime_environment_pb2.RuntimeEnvInfo(serialized_runtime_env="{}"),
+                    keep_alive_duration_secs=KEEP_ALIVE_S, num_workers=wanted), timeout=10)
+            except Exception as e:  # grpc's errors: logged, the resident keeps serving
+                print(f"prestarting {wanted} Ray workers failed: {e}", flush=True)
+
+    def idle_workers(self) -> list[psutil.Process]:
+        """The head's idle Ray workers (Ray titles a worker process `ray::IDLE` between tasks)."""
+        def idle(p: psutil.Process) -> bool:
+            try:
+                return (p.info["cmdline"] or [""])[0].strip() == "ray::IDLE" and os.getsid(p.pid) == self.head
+            except OSError:  # gone since listed
+                return False
+
+        return [p for p in psutil.process_iter(["cmdline"]) if idle(p)]
 
     def settle(self, timeout: float = 60.0) -> None:
         """Wait until the prestarted workers have imported (their CPU time stops growing): `up` returns warm."""
-        deadline, spent = time.time() + timeout, None
+        deadline, spent = time.time() + timeout, {}
         while time.time() < deadline:
-            workers = _idle_workers()
-            now = sum(sum(p.cpu_times()[:2]) for p in workers if p.is_running())
-            if workers and spent is not None and now - spent < 0.02:
+            now = {}
+            for p in self.idle_workers():
+                try:
+                    now[p.pid] = sum(p.cpu_times()[:2])
+                except psutil.Error:  # gone since listed (Ray stops the workers beyond one per CPU)
+                    pass
+            if now and all(pid in spent and cpu - spent[pid] < 0.02 for pid, cpu in now.items()):
                 return
             spent = now
             time.sleep(0.5)
@@ -193,20 +213,22 @@ class Resident:
                 while len(body) < size and (chunk := conn.recv(size - len(body))):
                     body += chunk
                 request = json.loads(body)
-                why = self.refusal(request)
-                if why or self.busy.is_set():
-                    print(f"declined {request['argv'][:3]}: {why or 'busy'}", flush=True)
-                    conn.sendall(DECLINE)
-                    raise OSError
-                self.busy.set()
-                conn.sendall(ACCEPT)
-                self.jobs.put((conn, request, fds))
-            except (OSError, ValueError, KeyError, struct.error):
-                for fd in fds:
-                    os.close(fd)
-                conn.close()
+                why = self.refusal(request) or ("busy" if self.busy.is_set() else "")
+                if not why:
+                    conn.sendall(ACCEPT)
+                    self.busy.set()  # this thread alone accepts: no second command between the check and here
+                    self.jobs.put((conn, request, fds))
+                    continue
+                print(f"declined {request['argv'][:3]}: {why}", flush=True)
+                conn.sendall(DECLINE)
+            except (OSError, ValueError, KeyError, struct.error):  # a caller gone, or not amctl's request
+                pass
+            for fd in fds:
+                os.close(fd)
+            conn.close()
 
     def refusal(self, request: dict[str, Any]) -> str:
+        """Why the request must run in its own process ("": it may run here)."""
         if not served(request["argv"]):
             return "not a served command"
         if request["code"] != self.code or request["python"] != sys.executable:
@@ -272,7 +294,7 @@ class Resident:
         from amlab.platform import api, tracking
 
         api.store(), tracking.client(api.settings())  # the stores opened (created, in a fresh home) before any command
-        self.prestart()
+        self.prestart(first=True)
         self.settle()
         listener = socket.socket(socket.AF_UNIX)
         listener.bind(self.path + ".new")
@@ -294,11 +316,6 @@ class Resident:
             conn.close()
             self.busy.clear()
             self.prestart()
-
-
-def _idle_workers() -> list:
-    """This machine's idle Ray workers (Ray titles a worker process `ray::IDLE` between tasks)."""
-    return [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0].strip() == "ray::IDLE"]
 
 
 class Stopped(BaseException):
