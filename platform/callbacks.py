@@ -13,10 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 from ray import tune
+from ray.train._internal.checkpoint_manager import _CheckpointManager
+from ray.train._internal.session import _TrainingResult
 
-from amlab.platform import records
+from amlab.platform import records, storage
 from amlab.platform.records import SweepContext
+from amlab.platform.sessions import CHECKPOINT
 from amlab.platform.status import STEP, Status
 from amlab.platform.trial import of
 
@@ -27,7 +31,16 @@ class Bookkeeper(tune.Callback):
     """Keeps the store and MLflow in step with Tune: progress, and a terminal state for every trial."""
 
     def __init__(self, ctx: SweepContext):
-        self.ctx = ctx
+        self.ctx, self._checked = ctx, False
+
+    def __getstate__(self):  # a restored experiment's trials are checked again by the driver restoring it
+        return {"ctx": self.ctx, "_checked": False}
+
+    def on_step_begin(self, iteration, trials, **info):
+        if not self._checked:  # before any trial (re)starts
+            self._checked = True
+            for trial in trials:
+                repoint(trial)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         records.trial_progress(self.ctx, trial.trial_id, None)
@@ -56,6 +69,31 @@ class Bookkeeper(tune.Callback):
                                     early=result.get(STEP, steps) < steps, if_open=True)
             elif trial.status == trial.ERROR:
                 records.close_trial(self.ctx, trial.trial_id, Status.FAILED, result, early=False, if_open=True)
+
+
+def repoint(trial) -> None:
+    """Point a restored trial whose latest checkpoint is gone at its newest whole one on storage (or at none).
+
+    Tune saves its experiment state periodically (storage.sync_period), but deletes a checkpoint past
+    `num_to_keep` the moment a newer one registers and forces a save only after that: a driver killed in
+    between leaves a state naming a deleted checkpoint, and every restore of that trial would fail.  The
+    newest whole checkpoint on storage is at least as recent; broken ones (a copy cut short by the kill) are
+    removed so that the trial's next checkpoint takes the index after the one it resumes from.
+    """
+    latest = trial.checkpoint
+    if latest is None or latest.filesystem.get_file_info(latest.path).type != pyarrow.fs.FileType.NotFound:
+        return
+    fs = trial.storage.storage_filesystem
+    whole, broken = storage.whole_checkpoints(fs, trial.storage.trial_fs_path, "checkpoint_", CHECKPOINT)
+    for path in broken:
+        fs.delete_dir(path)
+    manager = _CheckpointManager(trial.run_metadata.checkpoint_manager.checkpoint_config)
+    for path in whole:  # oldest first: the manager keeps `num_to_keep` and deletes the rest, as it would have
+        manager.register_checkpoint(_TrainingResult(checkpoint=tune.Checkpoint(path, fs), metrics={}))
+    trial.run_metadata.checkpoint_manager = manager
+    trial.storage.current_checkpoint_index = int(whole[-1].rsplit("_", 1)[1]) + 1 if whole else 0
+    trial.run_metadata.invalidate_cache()
+    trial.invalidate_json_state()
 
 
 def _error(trial) -> str:

@@ -7,9 +7,11 @@ S3 is resumed, replaced and deleted exactly like one in `~/.amctl/ray`.
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import shutil
+import zipfile
 
 LOCAL_SYNC_S = "0.5"  # a driver killed at any moment loses at most 0.5 s of Tune state: a file write is cheap
 REMOTE_SYNC = "auto"  # Tune's adaptive period (≥ 10 s, ≤ 5 % of the time): every sync is a bucket upload
@@ -50,3 +52,32 @@ def remove(uri: str) -> None:
     elif exists(uri):
         fs, path = _fs(uri)
         fs.delete_dir(path)
+
+
+def whole_checkpoints(fs, folder: str, prefix: str, file: str) -> tuple[list[str], list[str]]:
+    """A trial folder's checkpoint folders (`prefix` + index), oldest first: (whole ones, broken ones).
+
+    Whole: its `file` is a complete zip (torch.save's format).  A copy cut short by a killed trial lacks the
+    zip's closing directory, and one never started lacks the file: both are broken.
+    """
+    import pyarrow.fs
+
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(folder, allow_not_found=True))
+    names = sorted(i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith(prefix))
+    whole, broken = [], []
+    for name in names:
+        path = posixpath.join(folder, name)
+        (whole if _is_zip(fs, posixpath.join(path, file)) else broken).append(path)
+    return whole, broken
+
+
+def _is_zip(fs, path: str) -> bool:
+    """Whether the file ends with a zip's closing record (read from its last 64 KiB: all that record can span)."""
+    import pyarrow.fs
+
+    info = fs.get_file_info(path)
+    if info.type != pyarrow.fs.FileType.File:
+        return False
+    tail = min(info.size, (1 << 16) + 22)
+    with fs.open_input_file(path) as f:
+        return zipfile.is_zipfile(io.BytesIO(f.read_at(tail, info.size - tail)))

@@ -190,3 +190,59 @@ def test_ctrl_c_while_ray_starts_is_honoured(tmp_path):
         rows, sweeps = s.query(Trial).all(), store.sweeps(s)
         assert len(sweeps) == 1 and sweeps[0].status == Status.KILLED  # recorded, then closed: not left RUNNING
         assert all(t.status != Status.RUNNING for t in rows) and all(c.status != Status.RUNNING for c in sweeps[0].cells)
+
+
+def test_a_restored_trial_whose_latest_checkpoint_tune_deleted_resumes_from_its_newest_whole_one(tmp_path):
+    """Tune's saved state can name a checkpoint its `num_to_keep` deleted before the next save (a driver killed
+    in between): the restoring driver points the trial at its newest whole checkpoint, never at a broken one."""
+    import torch
+    from ray import tune
+    from ray.train._internal.session import _TrainingResult
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.experiment import Trial as TuneTrial
+
+    from amlab.platform.callbacks import repoint
+    from amlab.platform.sessions import CHECKPOINT
+
+    storage = StorageContext(storage_path=str(tmp_path), experiment_dir_name="exp", trial_dir_name="trial")
+    tune.register_trainable("amctl_probe", lambda config: None)
+    live = TuneTrial("amctl_probe", config={}, storage=storage, checkpoint_config=tune.CheckpointConfig(num_to_keep=2))
+    live.create_placement_group_factory()  # as the controller does when it adds a trial
+    folder = Path(live.storage.trial_fs_path)
+
+    def checkpoint(i: int) -> None:  # as the trial persists one and the driver registers it
+        path = folder / f"checkpoint_{i:06d}"
+        path.mkdir(parents=True)
+        torch.save({"step": i}, path / CHECKPOINT)
+        live.on_checkpoint(_TrainingResult(checkpoint=tune.Checkpoint(str(path)), metrics={}))
+
+    for i in range(3):
+        checkpoint(i)
+    saved = live.get_json_state()  # the experiment state: its latest is checkpoint 2
+    for i in (3, 4):
+        checkpoint(i)  # registering 4 deletes 2, the saved state's latest
+    broken = folder / "checkpoint_000005"
+    broken.mkdir()
+    (broken / CHECKPOINT).write_bytes((folder / "checkpoint_000004" / CHECKPOINT).read_bytes()[:-40])  # a cut copy
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint_000003", "checkpoint_000004", "checkpoint_000005"]
+
+    restored = TuneTrial.from_json_state(saved[0])
+    restored.restore_run_metadata(saved[1])
+    assert restored.checkpoint.path.endswith("checkpoint_000002") and not os.path.exists(restored.checkpoint.path)
+    repoint(restored)
+    assert restored.checkpoint.path.endswith("checkpoint_000004")
+    assert torch.load(Path(restored.checkpoint.path) / CHECKPOINT)["step"] == 4
+    assert restored.storage.current_checkpoint_index == 5  # its next checkpoint is 5, where the broken copy was
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint_000003", "checkpoint_000004"]
+
+    again = restored.run_metadata.checkpoint_manager
+    repoint(restored)  # a trial whose latest checkpoint exists is left as it is
+    assert restored.run_metadata.checkpoint_manager is again
+
+    for p in folder.iterdir():  # nothing whole left: the trial starts over, from checkpoint index 0
+        (p / CHECKPOINT).write_bytes(b"cut")
+    restored = TuneTrial.from_json_state(saved[0])
+    restored.restore_run_metadata(saved[1])
+    repoint(restored)
+    assert restored.checkpoint is None and restored.storage.current_checkpoint_index == 0
+    assert list(folder.iterdir()) == []
