@@ -6,11 +6,13 @@ printed as ratios:
   process  the same bare loop as a whole `python` process (interpreter, torch import, model, loop)
   loop     amctl's training loop in-process (evaluation, checkpoints), no Ray, no MLflow
   launch   `amctl launch run` as a user types it: process start, embedded Ray, Tune, MLflow, store, dumps
+  warm     (--warm) the same launch served by a warm local cluster's resident driver (`amctl cluster up`)
 The launch command is timed with evaluation at the default cadence and with a single final evaluation.
+`--only` times a subset (a 2-minute run: `--steps 15000 --repeats 1 --only plain,process,launch --warm`).
 Trial speed compares training throughput alone: the median of the launch's logged `train/steps_per_s`
 (one value per 50-step window, evaluation excluded) against the plain loop's median 50-step window.
 
-    python bench/overhead.py [--steps 1000] [--repeats 2]
+    python bench/overhead.py [--steps 1000] [--repeats 2] [--warm] [--only NAME,...]
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ AMCTL = [sys.executable, str(Path(__file__).resolve().parents[1] / "amctl.py")]
 
 
 WINDOW = 50  # the loop's default log_every: one steps/s value per window
+NAMES = ("process", "loop-once", "loop", "launch-once", "launch")  # the plain loop always runs: the baseline
 
 
 def plain(steps: int, spec, windows: list[float] | None = None) -> float:
@@ -86,17 +89,30 @@ def loop(steps: int, spec) -> float:
     return time.perf_counter() - t0
 
 
-def launch(home: str, steps: int, extra: list[str], speeds: list[float] | None = None) -> float:
-    t0 = time.perf_counter()
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"AMCTL_HOME": home}
-    out = subprocess.run([*AMCTL, "launch", "run", "-m", "lstm", "-t", "copy", "--set", f"train.steps={steps}", *extra,
-                          "--fresh", "--json"], env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - t0
+def amctl(home: str, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")} | {"AMCTL_HOME": home}
+    out = subprocess.run([*AMCTL, *args], env=env, capture_output=True, text=True)
     if out.returncode != 0:
-        sys.exit(f"amctl launch run failed:\n{out.stderr[-3000:]}")
+        sys.exit(f"amctl {' '.join(args[:2])} failed:\n{out.stderr[-3000:]}")
+    return out
+
+
+def served(home: str) -> int:
+    """How many launches a warm local cluster's resident driver has served in this home."""
+    log = Path(home) / "local-driver.log"
+    return log.read_text().count("served launch run") if log.exists() else 0
+
+
+def launch(home: str, steps: int, extra: list[str], speeds: list[float] | None = None, warm: bool = False) -> float:
+    before = served(home)
+    t0 = time.perf_counter()
+    out = amctl(home, "launch", "run", "-m", "lstm", "-t", "copy", "--set", f"train.steps={steps}", *extra, "--fresh", "--json")
+    elapsed = time.perf_counter() - t0
     done = json.loads(out.stdout)
     if done["reused"] or done["metrics"].get("step") != steps:  # a launch that trained nothing proves nothing
         sys.exit(f"amctl launch run did not train {steps} steps: {done}")
+    if (served(home) > before) != warm:
+        sys.exit(f"the launch was {'not ' * warm}served by a warm local cluster's resident driver")
     if speeds is not None:
         speeds.append(trial_speed(home, done["mlflow_run_id"]))
     return elapsed
@@ -106,43 +122,67 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=2, help="interleaved rounds; the median of each is shown")
+    ap.add_argument("--warm", action="store_true", help="also time launches served by a warm local cluster")
+    ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(NAMES)} (default: all)")
     args = ap.parse_args()
+    only = [n for n in args.only.split(",") if n] or list(NAMES)
+    if unknown := set(only) - set(NAMES):
+        ap.error(f"--only: unknown {sorted(unknown)}; accepted: {', '.join(NAMES)}")
     threads = os.cpu_count() or 1  # what `launch run` gives its single trial
     torch.set_num_threads(threads)
     spec = validate_run({"mechanism": {"name": "lstm"}, "task": {"name": "copy"}, "train": {"steps": args.steps}})
     once = validate_run({"mechanism": {"name": "lstm"}, "task": {"name": "copy"},
                          "train": {"steps": args.steps, "eval_every": args.steps}})
-    home = tempfile.mkdtemp(prefix="amctl-bench-")
-    first = launch(home, args.steps, [])  # creates the stores (MLflow's schema migrations): a once-per-home cost
+    home, warm_home = tempfile.mkdtemp(prefix="amctl-bench-"), tempfile.mkdtemp(prefix="amctl-bench-")
+    first = launch(home, 50, [])  # creates the stores (MLflow's schema migrations): a once-per-home cost
     plain_windows: list[float] = []
     trial_speeds: list[float] = []
+    warm_speeds: list[float] = []
     measures = {
-        "plain PyTorch loop": lambda: plain(args.steps, spec, plain_windows),
-        "plain PyTorch loop, whole process": lambda: process(args.steps),
-        "amctl loop, in-process, eval once": lambda: loop(args.steps, once),
-        "amctl loop, in-process, default eval": lambda: loop(args.steps, spec),
-        "amctl launch run, eval once": lambda: launch(home, args.steps, ["--set", f"train.eval_every={args.steps}"]),
-        "amctl launch run, default eval": lambda: launch(home, args.steps, [], trial_speeds),
+        "plain": ("plain PyTorch loop", lambda: plain(args.steps, spec, plain_windows)),
+        "process": ("plain PyTorch loop, whole process", lambda: process(args.steps)),
+        "loop-once": ("amctl loop, in-process, eval once", lambda: loop(args.steps, once)),
+        "loop": ("amctl loop, in-process, default eval", lambda: loop(args.steps, spec)),
+        "launch-once": ("amctl launch run, eval once",
+                        lambda: launch(home, args.steps, ["--set", f"train.eval_every={args.steps}"])),
+        "launch": ("amctl launch run, default eval", lambda: launch(home, args.steps, [], trial_speeds)),
     }
-    samples: dict[str, list[float]] = {k: [] for k in measures}
+    measures = {k: v for k, v in measures.items() if k in only or k == "plain"}  # every ratio is against plain
+    samples: dict[str, list[float]] = {label: [] for label, _ in measures.values()}
     for _ in range(args.repeats):  # interleaved, so slow drift in machine load hits every line alike
-        for what, fn in measures.items():
-            samples[what].append(fn())
+        for label, fn in measures.values():
+            samples[label].append(fn())
+    if args.warm:  # after the cold launches: one Ray on the machine at a time (their embedded ones, then the head)
+        amctl(warm_home, "cluster", "up")
+        try:
+            for _ in range(args.repeats):  # beside the plain loop again, whose samples join the first phase's
+                samples["plain PyTorch loop"].append(plain(args.steps, spec, plain_windows))
+                samples.setdefault("amctl launch run, served warm", []).append(
+                    launch(warm_home, args.steps, [], warm_speeds, warm=True))
+        finally:
+            amctl(warm_home, "cluster", "down")
     times = {k: statistics.median(v) for k, v in samples.items()}
     base = times["plain PyTorch loop"]
     print(f"lstm × copy, {args.steps} steps, batch {spec.train.batch_size}, {threads} threads, median of {args.repeats}")
     print(f"{'what':40s} {'wall s':>8s} {'÷ plain':>8s}")
     for what, t in times.items():
         print(f"{what:40s} {t:8.1f} {t / base:8.2f}")
-    fixed = times["amctl launch run, eval once"] - times["amctl loop, in-process, eval once"]
-    print(f"fixed cost of process + Ray + Tune + MLflow + store: about {fixed:.1f} s per launch "
-          f"(the first launch in a new AMCTL_HOME took {first:.1f} s: it also creates the stores)")
-    print(f"launch ÷ plain process: {times['amctl launch run, eval once'] / times['plain PyTorch loop, whole process']:.2f}"
-          " (eval once)")
-    speed, plain_speed = statistics.median(trial_speeds), statistics.median(plain_windows)
-    print(f"trial speed: {speed:.1f} steps/s in the launch's trial against {plain_speed:.1f} in the plain loop "
-          f"({speed / plain_speed:.2f}×, median {WINDOW}-step windows)")
-    shutil.rmtree(home, ignore_errors=True)
+    if {"launch-once", "loop-once"} <= set(measures):
+        fixed = times["amctl launch run, eval once"] - times["amctl loop, in-process, eval once"]
+        print(f"fixed cost of process + Ray + Tune + MLflow + store: about {fixed:.1f} s per launch "
+              f"(a first 50-step launch in a new AMCTL_HOME took {first:.1f} s: it also creates the stores)")
+    whole = times.get("plain PyTorch loop, whole process")
+    for label in ("amctl launch run, eval once", "amctl launch run, default eval", "amctl launch run, served warm"):
+        if whole and label in times:
+            print(f"{label} ÷ plain process: {times[label] / whole:.2f}")
+    plain_speed = statistics.median(plain_windows)
+    for what, speeds in (("launch", trial_speeds), ("warm launch", warm_speeds)):
+        if speeds:
+            speed = statistics.median(speeds)
+            print(f"trial speed: {speed:.1f} steps/s in the {what}'s trial against {plain_speed:.1f} in the plain loop "
+                  f"({speed / plain_speed:.2f}×, median {WINDOW}-step windows)")
+    for h in (home, warm_home):
+        shutil.rmtree(h, ignore_errors=True)
 
 
 if __name__ == "__main__":
