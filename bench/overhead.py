@@ -6,6 +6,7 @@ printed as ratios:
   process  the same bare loop as a whole `python` process (interpreter, torch import, model, loop)
   loop     amctl's training loop in-process (evaluation, checkpoints), no Ray, no MLflow
   launch   `amctl launch run` as a user types it: process start, embedded Ray, Tune, MLflow, store, dumps
+           (and how many cores its trial's process and all others used while the trial ran)
   warm     (--warm) the same launch served by a warm local cluster's resident driver (`amctl cluster up`)
 The launch command is timed with evaluation at the default cadence and with a single final evaluation.
 `--only` times a subset (a 2-minute run: `--steps 15000 --repeats 1 --only plain,process,launch --warm`).
@@ -25,9 +26,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import psutil
 import torch
 
 from amlab.platform.sessions import LocalSession
@@ -75,6 +78,39 @@ def process(steps: int) -> float:
     return time.perf_counter() - t0
 
 
+class CpuShare(threading.Thread):
+    """Every process's CPU time, sampled every second while a launch runs: `cores()` is how many cores the
+    trial's process and all the others (Ray's daemons, the driver, the rest of the machine) used while the
+    trial's process was alive."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, dict[int, tuple[bool, float]]]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(1.0):
+            now, seen = time.monotonic(), {}
+            for p in psutil.process_iter(["cmdline", "cpu_times"]):
+                try:
+                    cpu = p.info["cpu_times"]
+                    seen[p.pid] = (" ".join(p.info["cmdline"] or []).startswith("ray::ImplicitFunc"), cpu.user + cpu.system)
+                except (psutil.Error, TypeError, AttributeError):
+                    continue
+            self.samples.append((now, seen))
+
+    def cores(self) -> tuple[float, float]:
+        self.done.set()
+        self.join()
+        live = [(t, seen) for t, seen in self.samples if any(trial for trial, _ in seen.values())]
+        if len(live) < 2:
+            sys.exit("no trial process was seen training: nothing to split")
+        (t0, a), (t1, b) = live[0], live[-1]
+        used = {pid: (b[pid][0], b[pid][1] - a[pid][1]) for pid in a.keys() & b.keys()}
+        trial = sum(cpu for is_trial, cpu in used.values() if is_trial)
+        return trial / (t1 - t0), sum(cpu for is_trial, cpu in used.values() if not is_trial) / (t1 - t0)
+
+
 def trial_speed(home: str, run_id: str) -> float:
     """The median `train/steps_per_s` the launch's trial logged (evaluation time excluded by the loop)."""
     from mlflow.tracking import MlflowClient
@@ -103,11 +139,16 @@ def served(home: str) -> int:
     return log.read_text().count("served launch run") if log.exists() else 0
 
 
-def launch(home: str, steps: int, extra: list[str], speeds: list[float] | None = None, warm: bool = False) -> float:
-    before = served(home)
+def launch(home: str, steps: int, extra: list[str], speeds: list[float] | None = None, warm: bool = False,
+           shares: list[tuple[float, float]] | None = None) -> float:
+    before, share = served(home), CpuShare()
+    if shares is not None:
+        share.start()
     t0 = time.perf_counter()
     out = amctl(home, "launch", "run", "-m", "lstm", "-t", "copy", "--set", f"train.steps={steps}", *extra, "--fresh", "--json")
     elapsed = time.perf_counter() - t0
+    if shares is not None:
+        shares.append(share.cores())
     done = json.loads(out.stdout)
     if done["reused"] or done["metrics"].get("step") != steps:  # a launch that trained nothing proves nothing
         sys.exit(f"amctl launch run did not train {steps} steps: {done}")
@@ -138,6 +179,8 @@ def main() -> None:
     plain_windows: list[float] = []
     trial_speeds: list[float] = []
     warm_speeds: list[float] = []
+    cold_shares: list[tuple[float, float]] = []
+    warm_shares: list[tuple[float, float]] = []
     measures = {
         "plain": ("plain PyTorch loop", lambda: plain(args.steps, spec, plain_windows)),
         "process": ("plain PyTorch loop, whole process", lambda: process(args.steps)),
@@ -145,7 +188,7 @@ def main() -> None:
         "loop": ("amctl loop, in-process, default eval", lambda: loop(args.steps, spec)),
         "launch-once": ("amctl launch run, eval once",
                         lambda: launch(home, args.steps, ["--set", f"train.eval_every={args.steps}"])),
-        "launch": ("amctl launch run, default eval", lambda: launch(home, args.steps, [], trial_speeds)),
+        "launch": ("amctl launch run, default eval", lambda: launch(home, args.steps, [], trial_speeds, shares=cold_shares)),
     }
     measures = {k: v for k, v in measures.items() if k in only or k == "plain"}  # every ratio is against plain
     samples: dict[str, list[float]] = {label: [] for label, _ in measures.values()}
@@ -158,7 +201,7 @@ def main() -> None:
             for _ in range(args.repeats):  # beside the plain loop again, whose samples join the first phase's
                 samples["plain PyTorch loop"].append(plain(args.steps, spec, plain_windows))
                 samples.setdefault("amctl launch run, served warm", []).append(
-                    launch(warm_home, args.steps, [], warm_speeds, warm=True))
+                    launch(warm_home, args.steps, [], warm_speeds, warm=True, shares=warm_shares))
         finally:
             amctl(warm_home, "cluster", "down")
     times = {k: statistics.median(v) for k, v in samples.items()}
@@ -176,11 +219,14 @@ def main() -> None:
         if whole and label in times:
             print(f"{label} ÷ plain process: {times[label] / whole:.2f}")
     plain_speed = statistics.median(plain_windows)
-    for what, speeds in (("launch", trial_speeds), ("warm launch", warm_speeds)):
+    for what, speeds, shares in (("launch", trial_speeds, cold_shares), ("warm launch", warm_speeds, warm_shares)):
         if speeds:
             speed = statistics.median(speeds)
             print(f"trial speed: {speed:.1f} steps/s in the {what}'s trial against {plain_speed:.1f} in the plain loop "
                   f"({speed / plain_speed:.2f}×, median {WINDOW}-step windows)")
+        if shares:
+            trial, rest = (statistics.median(x) for x in zip(*shares, strict=True))
+            print(f"  while its trial ran: {trial:.2f} cores in the trial's process, {rest:.2f} in all others")
     for h in (home, warm_home):
         shutil.rmtree(h, ignore_errors=True)
 
