@@ -9,7 +9,7 @@ printed as ratios:
            (and how many cores its trial's process and all others used while the trial ran)
   warm     (--warm) the same launch served by a warm local cluster's resident driver (`amctl cluster up`)
 The launch command is timed with evaluation at the default cadence and with a single final evaluation.
-`--only` times a subset (a 2-minute run: `--steps 15000 --repeats 1 --only plain,process,launch --warm`).
+`--only` times a subset beside the plain loop (a long run: `--steps 15000 --repeats 1 --only process,launch --warm`).
 Trial speed compares training throughput alone: the median of the launch's logged `train/steps_per_s`
 (one value per 50-step window, evaluation excluded) against the plain loop's median 50-step window.
 
