@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import psutil
+import startup  # bench/startup.py: how it runs amctl, and what the resident served
 import torch
 
 from amlab.platform.sessions import LocalSession
@@ -40,9 +41,6 @@ from amlab.platform.trial import TrialConfig
 from amlab.workloads.model import build_model, compute_loss
 from amlab.workloads.registry import TASKS
 from amlab.workloads.tasks.base import generator
-
-AMCTL = [sys.executable, str(Path(__file__).resolve().parents[1] / "amctl.py")]
-
 
 WINDOW = 50  # the loop's default log_every: one steps/s value per window
 NAMES = ("process", "loop-once", "loop", "launch-once", "launch")  # the plain loop always runs: the baseline
@@ -126,33 +124,23 @@ def loop(steps: int, spec) -> float:
 
 
 def amctl(home: str, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")} | {"AMCTL_HOME": home}
-    out = subprocess.run([*AMCTL, *args], env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"amctl {' '.join(args[:2])} failed:\n{out.stderr[-3000:]}")
-    return out
-
-
-def served(home: str) -> int:
-    """How many launches a warm local cluster's resident driver has served in this home."""
-    log = Path(home) / "local-driver.log"
-    return log.read_text().count("served launch run") if log.exists() else 0
+    return startup.timed([*startup.AMCTL, *args], {"AMCTL_HOME": home})[1]
 
 
 def launch(home: str, steps: int, extra: list[str], speeds: list[float] | None = None, warm: bool = False,
            shares: list[tuple[float, float]] | None = None) -> float:
-    before, share = served(home), CpuShare()
-    if shares is not None:
+    before, share = startup.served_launches(home), CpuShare() if shares is not None else None
+    if share:
         share.start()
     t0 = time.perf_counter()
     out = amctl(home, "launch", "run", "-m", "lstm", "-t", "copy", "--set", f"train.steps={steps}", *extra, "--fresh", "--json")
     elapsed = time.perf_counter() - t0
-    if shares is not None:
+    if share:
         shares.append(share.cores())
     done = json.loads(out.stdout)
     if done["reused"] or done["metrics"].get("step") != steps:  # a launch that trained nothing proves nothing
         sys.exit(f"amctl launch run did not train {steps} steps: {done}")
-    if (served(home) > before) != warm:
+    if (startup.served_launches(home) > before) != warm:
         sys.exit(f"the launch was {'not ' * warm}served by a warm local cluster's resident driver")
     if speeds is not None:
         speeds.append(trial_speed(home, done["mlflow_run_id"]))

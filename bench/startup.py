@@ -38,7 +38,8 @@ HEAVY = ("torch", "ray", "ray.tune", "ray.train", "mlflow", "mlflow.genai", "mat
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess]:
     t0 = time.perf_counter()
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | (env or {})  # no cluster but amctl's own
+    # no cluster and no stores but amctl's own in the given home
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")} | (env or {})
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
     if done.returncode != 0:
@@ -46,18 +47,23 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, sub
     return elapsed, done
 
 
+def served_launches(home: str) -> int:
+    """How many launches a warm local cluster's resident driver has served in this home (its log's lines)."""
+    log = Path(home) / "local-driver.log"
+    return log.read_text().count("served launch run") if log.exists() else 0
+
+
 def launch(home: str, steps: int, served: bool | None = None) -> float:
     """One launch's wall time, checked to have trained (and, with `served`, to have run in the resident or not)."""
     cmd = [*AMCTL, "launch", "run", "-m", "lstm", "-t", "copy", "--set", f"train.steps={steps}",
            "--set", f"train.eval_every={steps}", "--set", "mechanism.d_model=16", "--fresh", "--json"]
-    log = Path(home) / "local-driver.log"
-    before = log.read_text().count("served launch run") if log.exists() else 0
+    before = served_launches(home)
     elapsed, done = timed(cmd, {"AMCTL_HOME": home} | ({} if served is not False else {"AMCTL_RESIDENT": "0"}))
     out = json.loads(done.stdout[done.stdout.index("{"):])
     if out["reused"] or out["metrics"].get("step") != steps:
         sys.exit(f"the launch did not train {steps} steps: {out}")
-    if served is not None and (log.read_text().count("served launch run") > before) != served:
-        sys.exit(f"the launch was {'not ' * served}served by the resident driver: see {log}")
+    if served is not None and (served_launches(home) > before) != served:
+        sys.exit(f"the launch was {'not ' * served}served by the resident driver: see {home}/local-driver.log")
     return elapsed
 
 
