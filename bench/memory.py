@@ -8,6 +8,7 @@ peak splits between the three.
   amctl  `amctl launch sweep` as a user types it (MLflow, the stores, evaluations, checkpoints, dumps)
   tune   a bare Tune script: the same configurations through the plain loop of bench/sweep.py, one report
          per trial, `reuse_actors=True`, nothing tracked
+  layers a worker's private memory import by import: a bare Tune trial's modules, then each that amctl adds
 
     python bench/memory.py [--trials 2] [--steps 1500]
 """
@@ -80,6 +81,24 @@ def peak_pss(cmd: list[str], env: dict[str, str], stdin: str | None = None) -> t
     return peak, out, split
 
 
+# what a trial worker holds, layer by layer: a bare Tune trial's modules, then what an amctl trial adds
+LAYERS = (("a bare Tune trial: torch (its optimizers import torch._dynamo), ray.tune", "torch, torch._dynamo, ray.tune"),
+          ("+ mlflow", "mlflow"),
+          ("+ MLflow's SQL store (SQLAlchemy, alembic)", "mlflow.store.tracking.sqlalchemy_store"),
+          ("+ amlab's loop and mechanisms", "amlab.platform.train, amlab.workloads.registry"))
+
+
+def worker_layers() -> list[tuple[str, float]]:
+    """Private memory (USS, MiB) of a fresh interpreter after importing each layer of LAYERS on top of the last."""
+    found = []
+    for i, (what, _) in enumerate(LAYERS):
+        code = ("import psutil; " + "; ".join(f"import {m}" for _, m in LAYERS[: i + 1]) +
+                "; print(psutil.Process().memory_full_info().uss)")
+        found.append((what, int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                               check=True).stdout) / 2**20))
+    return found
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=2, help="searched configurations (then the best on one seed)")
@@ -102,6 +121,11 @@ def main() -> None:
                                ("amctl launch sweep", amctl, amctl_split)):
         print(f"{what:40s} {total:13.0f}" + "".join(f"{split.get(r, 0):13.0f}" for r in roles))
     print(f"amctl ÷ bare Tune: {amctl / tune:.2f}")
+    print("where a worker's memory goes (fresh interpreters, private memory):")
+    last = 0.0
+    for what, uss in worker_layers():
+        print(f"  {what:72s} {uss:6.0f} MiB ({uss - last:+.0f})" if last else f"  {what:72s} {uss:6.0f} MiB")
+        last = uss
 
 
 if __name__ == "__main__":
