@@ -1,7 +1,8 @@
 """Start-up cost of a launch, cold and warm, and where the cold one goes; measured side by side in one run.
 
   cold   `amctl launch run` (lstm × copy, a few steps) in a fresh AMCTL_HOME with no Ray running: the
-         process, imports, the stores' schemas, an embedded Ray, Tune, the trial, MLflow, teardown
+         process, imports, the stores' schemas, an embedded Ray, Tune, the trial, MLflow, teardown; and,
+         interleaved, the same with Ray's default of a worker per CPU started as the launch's driver registers
   warm   the same launch in a home whose warm local cluster is up (`amctl cluster up`), as a user keeps one
          for many launches: served by its resident driver (platform/resident.py: imports done, Ray joined, the
          trial on a prestarted worker), the first one after `up` and later ones; and, for comparison, in its own
@@ -33,6 +34,7 @@ from pathlib import Path
 
 PY = sys.executable
 AMCTL = [PY, str(Path(__file__).resolve().parents[1] / "amctl.py")]
+PRESTART = "RAY_prestart_worker_first_driver"  # platform/resources.py sets it to 0 unless it is set
 HEAVY = ("torch", "ray", "ray.tune", "ray.train", "mlflow", "mlflow.genai", "matplotlib", "optuna", "sqlalchemy", "pandas")
 
 
@@ -53,12 +55,12 @@ def served_launches(home: str) -> int:
     return log.read_text().count("served launch run") if log.exists() else 0
 
 
-def launch(home: str, steps: int, served: bool | None = None) -> float:
+def launch(home: str, steps: int, served: bool | None = None, env: dict[str, str] | None = None) -> float:
     """One launch's wall time, checked to have trained (and, with `served`, to have run in the resident or not)."""
     cmd = [*AMCTL, "launch", "run", "-m", "lstm", "-t", "copy", "--set", f"train.steps={steps}",
            "--set", f"train.eval_every={steps}", "--set", "mechanism.d_model=16", "--fresh", "--json"]
     before = served_launches(home)
-    elapsed, done = timed(cmd, {"AMCTL_HOME": home} | ({} if served is not False else {"AMCTL_RESIDENT": "0"}))
+    elapsed, done = timed(cmd, {"AMCTL_HOME": home} | ({} if served is not False else {"AMCTL_RESIDENT": "0"}) | (env or {}))
     out = json.loads(done.stdout[done.stdout.index("{"):])
     if out["reused"] or out["metrics"].get("step") != steps:
         sys.exit(f"the launch did not train {steps} steps: {out}")
@@ -102,10 +104,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
-    homes, cold, warm, joined = [], [], [], []
-    for _ in range(args.repeats):
+    homes, cold, prestarted, warm, joined = [], [], [], [], []
+    for _ in range(args.repeats):  # interleaved: amctl's embedded Ray, and the same with Ray's default prestart
         homes.append(tempfile.mkdtemp(prefix="amctl-bench-"))
         cold.append(launch(homes[-1], args.steps))
+        homes.append(tempfile.mkdtemp(prefix="amctl-bench-"))
+        prestarted.append(launch(homes[-1], args.steps, env={PRESTART: "1"}))
     warm_home = tempfile.mkdtemp(prefix="amctl-bench-")
     homes.append(warm_home)
     up, _ = timed([*AMCTL, "cluster", "up"], {"AMCTL_HOME": warm_home})  # a fresh home's local cluster
@@ -126,6 +130,8 @@ def main() -> None:
     print(f"`amctl launch run` lstm × copy, {args.steps} steps, median of {args.repeats}")
     print(f"{'launch':52s} {'wall s':>7s}")
     print(f"{'cold (fresh home, embedded Ray)':52s} {c:7.1f}")
+    p = statistics.median(prestarted)
+    print(f"{'  the same with a worker per CPU prestarted (Ray default)':52s} {p:7.1f}   ÷ cold {p / c:.2f}")
     print(f"{'warm: served by the resident, at once after up':52s} {first:7.1f}   cold ÷ it {c / first:.2f}")
     print(f"{'warm: served by the resident':52s} {w:7.1f}   cold ÷ it {c / w:.2f}")
     print(f"{'warm: own process joining the head (AMCTL_RESIDENT=0)':52s} {j:7.1f}   cold ÷ it {c / j:.2f}")
