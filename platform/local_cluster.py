@@ -29,7 +29,7 @@ from amlab.platform.settings import Settings
 
 RECORD = "local-ray.json"  # in AMCTL_HOME: {"address", "pid", "temp_dir", "env", "driver": platform/resident.py's}
 # what a trial imports: a local Ray's workers (the warm head's, an embedded one's) import it when they start
-# (RAY_preload_python_modules), so that a trial given a prestarted worker (one per CPU) starts at once
+# (RAY_preload_python_modules), so that a trial given a prestarted worker (the resident's: one per CPU) starts at once
 PRELOADED = ("amlab.platform.train", "amlab.workloads.registry", "torch._dynamo", "mlflow.store.tracking.sqlalchemy_store")
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 5.0
