@@ -118,9 +118,10 @@ def trial_speed(home: str, run_id: str, eval_every: int) -> tuple[float, float, 
     from mlflow.tracking import MlflowClient
 
     history = MlflowClient(f"sqlite:///{home}/mlflow.db").get_metric_history(run_id, "train/steps_per_s")
-    after = [m.value for m in history if m.step > WINDOW and (m.step - WINDOW) % eval_every == 0]
-    rest = [m.value for m in history if not (m.step > WINDOW and (m.step - WINDOW) % eval_every == 0)]
-    return statistics.median(m.value for m in history), statistics.median(after) if after else math.nan, statistics.median(rest)
+    after, rest = [], []
+    for m in history:
+        (after if m.step > WINDOW and (m.step - WINDOW) % eval_every == 0 else rest).append(m.value)
+    return statistics.median(after + rest), statistics.median(after) if after else math.nan, statistics.median(rest)
 
 
 def loop(steps: int, spec) -> float:
