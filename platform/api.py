@@ -236,7 +236,7 @@ def delete(name: str, *, dry_run: bool = False) -> Deletion:
     """Remove a sweep from all four stores (SQL, MLflow runs and artifacts, Optuna studies, Tune folder)."""
     import optuna
 
-    from amlab.platform import storage, tracking
+    from amlab.platform import storage, studies, tracking
     from amlab.platform.sweep import tune_storage
 
     cfg, st = settings(), store()
@@ -262,7 +262,7 @@ def delete(name: str, *, dry_run: bool = False) -> Deletion:
     tracking.hard_delete_runs(tracking.client(cfg), out.mlflow_runs)
     for study in out.studies:
         try:
-            optuna.delete_study(study_name=study, storage=cfg.optuna_url)
+            optuna.delete_study(study_name=study, storage=studies.storage(cfg.optuna_url))
         except KeyError:
             pass  # never created (the cell was recorded by a driver that died before its study)
     for folder in out.folders:

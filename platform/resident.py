@@ -41,6 +41,10 @@ RELEVANT = ("AMCTL_", "MLFLOW_", "RAY_", "TUNE_", "OMP_", "MKL_", "KMP_", "OPENB
             "PYTHON", "LD_", "XDG_", "AWS_", "GOOGLE_", "PG", "HOME", "TMPDIR", "VIRTUAL_ENV", "DO_NOT_TRACK")
 KEEP_ALIVE_S = 24 * 3600  # how long Ray keeps a prestarted idle worker beyond its usual idle limit
 START_TIMEOUT_S = 120.0
+# what a served command imports beyond the CLI: a launch's Tune and Optuna (platform/sweep.py, 0.7 s), a sweep's report
+# with its plots (0.7 s) and parameter importances (0.2 s); otherwise the first launch after `up` imports them
+COMMAND_MODULES = ("amlab.platform.api", "amlab.platform.sweep", "amlab.platform.report", "matplotlib.figure",
+                   "optuna.importance")
 LOG = "local-driver.log"  # in AMCTL_HOME: the resident's own output, and a line per command it served
 ACCEPT, DECLINE, INTERRUPT = b"A", b"D", b"I"
 
@@ -289,7 +293,7 @@ class Resident:
         self.join()
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # only a caller's Ctrl-C, during its command, interrupts
         signal.signal(signal.SIGTERM, _stop)  # `cluster down`: ends a command it runs as well (after Ray's own handler)
-        for name in ("amlab.platform.api", *PRELOADED):  # the platform, and what a trial imports
+        for name in (*COMMAND_MODULES, *PRELOADED):  # the platform, and what a trial imports
             importlib.import_module(name)
         from amlab.platform import api, tracking
 

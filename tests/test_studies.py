@@ -138,3 +138,22 @@ def test_the_searcher_mirrors_what_tune_reports_and_a_resumed_searcher_adds_noth
     resumed.on_trial_result("a", {STEP: 20, EVALS: 2, OBJECTIVE: -0.5})  # Tune replays it from its checkpoint
     resumed.on_trial_complete("a", {STEP: 30, EVALS: 3, OBJECTIVE: -0.75})
     assert len(load(ctx, cell).trials) == 3 and "a" in resumed.done[cell.key]
+
+
+def test_one_storage_per_database_and_a_replaced_file_gets_its_own(ctx, cells, tmp_path):
+    """Mirroring reuses one storage (building one executes Optuna's Alembic scripts); a file moved aside since keeps
+    what it held, and the new file at the same path gets the next writes."""
+    cell, url = cells["mqar"], ctx.settings.optuna_url
+    studies.create(ctx.sweep, cell, url)
+    mirror(ctx, cell, "a", -0.5)
+    first = studies.storage(url)
+    mirror(ctx, cell, "b", -0.6)
+    assert studies.storage(url) is first
+    for part in tmp_path.glob("optuna.db*"):  # with its -wal and -shm
+        part.rename(tmp_path / part.name.replace("optuna", "aside"))
+    studies.create(ctx.sweep, cell, url)
+    mirror(ctx, cell, "c", -0.7)
+    assert studies.storage(url) is not first
+    assert [t.user_attrs[studies.TUNE_TRIAL_ID] for t in load(ctx, cell).trials] == ["c"]
+    aside = optuna.load_study(study_name=study_name(ctx.sweep, cell.key), storage=f"sqlite:///{tmp_path / 'aside.db'}")
+    assert [t.user_attrs[studies.TUNE_TRIAL_ID] for t in aside.trials] == ["a", "b"]

@@ -11,7 +11,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from amlab.platform import stats
+from amlab.platform import stats, studies
 from amlab.platform.records import seed_trials
 from amlab.platform.report.summarise import paper_rows, rank, reached, seed_statistics, summary, target_of
 from amlab.platform.results import cell_results
@@ -106,7 +106,7 @@ def importances(study: str, optuna_url: str) -> tuple[dict[str, float], str]:
     import optuna
 
     try:
-        loaded = optuna.load_study(study_name=study, storage=optuna_url)
+        loaded = optuna.load_study(study_name=study, storage=studies.storage(optuna_url))
     except KeyError:
         return {}, "no Optuna study"
     return importances_of(loaded)
