@@ -20,15 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import torch
 import yaml
 
+from amlab.platform.local_cluster import RECORD
 from amlab.platform.settings import Settings
 from amlab.platform.spec import validate_run
 from amlab.platform.store import Store
@@ -93,9 +96,10 @@ def trained_configs(home: str, trials: int, steps: int) -> list[dict]:
         return [t.config for t in done]
 
 
-def launch(spec: dict, trials: int, steps: int, warm: bool) -> tuple[float, dict, list[dict]]:
-    """`amctl launch sweep` in a fresh home, timed as a whole command; `warm`: served by that home's warm local
-    cluster (`amctl cluster up` first, untimed, and checked in its driver's log to have served the sweep)."""
+def launch(spec: dict, trials: int, steps: int, warm: bool) -> tuple[float, float, dict, list[dict]]:
+    """`amctl launch sweep` in a fresh home, timed as a whole command, with its driver's CPU seconds (the cores the
+    driver takes from the trials); `warm`: served by that home's warm local cluster (`amctl cluster up` first,
+    untimed, and checked in its driver's log to have served the sweep)."""
     with tempfile.TemporaryDirectory(prefix="amctl-bench-") as home:
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"AMCTL_HOME": home}
         path = Path(home) / "sweep.yaml"
@@ -104,9 +108,11 @@ def launch(spec: dict, trials: int, steps: int, warm: bool) -> tuple[float, dict
             subprocess.run([*AMCTL, "cluster", "up"], env=env, capture_output=True, check=True)
             time.sleep(5)  # a user's next command: the prestarted workers have imported by then
         try:
+            cpu = driver_cpu(home, warm)
             t0 = time.perf_counter()
             out = subprocess.run([*AMCTL, "launch", "sweep", str(path), "--json"], env=env, capture_output=True, text=True)
             swept = time.perf_counter() - t0
+            cpu = driver_cpu(home, warm) - cpu
             if warm and "served launch sweep" not in (Path(home) / "local-driver.log").read_text():
                 sys.exit("the warm sweep was not served by the local cluster's driver")
         finally:
@@ -114,7 +120,17 @@ def launch(spec: dict, trials: int, steps: int, warm: bool) -> tuple[float, dict
                 subprocess.run([*AMCTL, "cluster", "down"], env=env, capture_output=True)
         if out.returncode != 0:
             sys.exit(f"sweep failed:\n{out.stderr[-3000:]}")
-        return swept, json.loads(out.stdout), trained_configs(home, trials, steps)
+        return swept, cpu, json.loads(out.stdout), trained_configs(home, trials, steps)
+
+
+def driver_cpu(home: str, warm: bool) -> float:
+    """CPU seconds so far of the process that drives the sweep: the warm cluster's resident driver, or else this
+    process's finished children (the `amctl` command; Ray's processes are not waited for by it, so not counted)."""
+    if warm:
+        times = psutil.Process(json.loads((Path(home) / RECORD).read_text())["driver"]["pid"]).cpu_times()
+        return times.user + times.system
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -128,9 +144,9 @@ def main() -> None:
     if args.substantial:
         args.steps, width = 4000, 128
     spec = bench_spec(args.trials, args.steps, width)
-    swept, result, configs = launch(spec, args.trials, args.steps, warm=False)
+    swept, cpu, result, configs = launch(spec, args.trials, args.steps, warm=False)
     if args.warm:
-        warm_swept, warm_result, warm_configs = launch(spec, args.trials, args.steps, warm=True)
+        warm_swept, warm_cpu, warm_result, warm_configs = launch(spec, args.trials, args.steps, warm=True)
         if warm_configs != configs:
             sys.exit("the warm sweep trained other configurations than the cold one (the same seeded spec)")
     pooled = pool(configs)
@@ -142,11 +158,12 @@ def main() -> None:
     print(f"{'same configs, bare Ray task pool (whole process)':52s} {pooled:8.1f} {sequential / pooled:9.2f}")
     label = f"amctl launch sweep (concurrency {result['concurrency']})"
     print(f"{label:52s} {swept:8.1f} {sequential / swept:9.2f}")
-    print(f"amctl ÷ pool: {swept / pooled:.2f}   (status {result['status']})")
+    print(f"amctl ÷ pool: {swept / pooled:.2f}   (status {result['status']}; the amctl process used {cpu:.1f} CPU s)")
     if args.warm:
         label = "amctl launch sweep, served by a warm local cluster"
         print(f"{label:52s} {warm_swept:8.1f} {sequential / warm_swept:9.2f}")
-        print(f"warm amctl ÷ pool: {warm_swept / pooled:.2f}   (status {warm_result['status']})")
+        print(f"warm amctl ÷ pool: {warm_swept / pooled:.2f}   (status {warm_result['status']}; its driver used "
+              f"{warm_cpu:.1f} CPU s)")
 
 
 if __name__ == "__main__":
