@@ -112,9 +112,11 @@ class CpuShare(threading.Thread):
 
 
 def trial_speed(home: str, run_id: str, eval_every: int) -> tuple[float, float, float]:
-    """The median `train/steps_per_s` the launch's trial logged (evaluation time excluded by the loop): of all its
-    windows, of those right after an evaluation, and of the others.  A window after an evaluation also carries
-    that evaluation's bookkeeping (its MLflow flush and its checkpoint's report, which waits for Tune's driver)."""
+    """The median `train/steps_per_s` the launch's trial logged: of all its windows, of those right after an
+    evaluation, and of the others.  The loop starts a window's clock once the evaluation before it and that
+    evaluation's bookkeeping (checkpoint, MLflow flush, the report that waits for Tune's driver) are done, so the
+    split checks that none of it leaks into training throughput; what evaluations cost shows in the launch's wall
+    time (`launch` against `launch-once`)."""
     from mlflow.tracking import MlflowClient
 
     history = MlflowClient(f"sqlite:///{home}/mlflow.db").get_metric_history(run_id, "train/steps_per_s")

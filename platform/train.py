@@ -210,7 +210,6 @@ def _train(trial: TrialConfig, session: LocalSession | TrainSession, log: RunLog
                     latest[OBJECTIVE] = trial.objective_sign * latest[trial.objective_key]  # what search minimises
                     checkpoint = save_checkpoint(Path(tempfile.mkdtemp(prefix="amctl-ckpt-", dir=scratch)), model, opt,
                                                  sched, done)
-                tick = time.perf_counter()  # evaluation time is not training throughput
             if is_eval:  # val/test metrics only at the step they were measured: curves hold evaluations, not repeats
                 metrics.update(latest)
             if log:  # the signed objective is search's internal currency: MLflow shows the metric itself
@@ -222,6 +221,8 @@ def _train(trial: TrialConfig, session: LocalSession | TrainSession, log: RunLog
                 reported = now
             if checkpoint is not None:
                 shutil.rmtree(checkpoint, ignore_errors=True)  # the session has persisted it
+            if is_eval:  # an evaluation and its bookkeeping (checkpoint, flush, report) are not training throughput
+                tick = time.perf_counter()
 
     if log:  # rank 0 of a tracked trial
         with tempfile.TemporaryDirectory(prefix="amctl-final-", dir=scratch) as tmp:
