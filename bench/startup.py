@@ -32,9 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from amlab.platform.local_cluster import PRESTART  # amctl sets it to 0 unless it is set
+
 PY = sys.executable
 AMCTL = [PY, str(Path(__file__).resolve().parents[1] / "amctl.py")]
-PRESTART = "RAY_prestart_worker_first_driver"  # platform/resources.py sets it to 0 unless it is set
 HEAVY = ("torch", "ray", "ray.tune", "ray.train", "mlflow", "mlflow.genai", "matplotlib", "optuna", "sqlalchemy", "pandas")
 
 

@@ -30,6 +30,7 @@ from amlab.platform.settings import Settings
 RECORD = "local-ray.json"  # in AMCTL_HOME: {"address", "pid", "temp_dir", "env", "driver": platform/resident.py's}
 # what a trial imports: a local Ray's workers (the warm head's, an embedded one's) import it when they start
 # (RAY_preload_python_modules), so that a trial given a prestarted worker (the resident's: one per CPU) starts at once
+PRESTART = "RAY_prestart_worker_first_driver"  # Ray's switch: a worker per CPU started when a first driver registers
 PRELOADED = ("amlab.platform.train", "amlab.workloads.registry", "torch._dynamo", "mlflow.store.tracking.sqlalchemy_store")
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 5.0
@@ -68,6 +69,9 @@ def up(settings: Settings, app: str) -> tuple[dict[str, Any], bool]:
     from amlab.platform import resident  # imports no Ray: the resident inherits this environment as the user set it
 
     preload = {"RAY_preload_python_modules": ",".join(PRELOADED)}  # what every worker imports before its first task
+    # the resident prestarts one worker per CPU for its trials (resident.prestart); Ray's own for a first driver
+    # would import as many again on the same cores while `up` waits, then idle beside them
+    preload[PRESTART] = os.environ.get(PRESTART, "0")
     ray = Path(sys.executable).with_name("ray")
     with open(settings.home / "local-ray.log", "ab") as log:
         proc = subprocess.Popen([str(ray), "start", "--head", "--block", f"--port={port}", f"--temp-dir={temp_dir}",

@@ -162,8 +162,9 @@ class Resident:
         """Keep one idle Ray worker per CPU ready for this job's trials (the head preloads a trial's modules in each,
         local_cluster.PRELOADED): a trial's actor then starts at once instead of after a new process imports torch,
         MLflow and amctl.  Ray's own call for it (the raylet's PrestartWorkers).  The `first` time, one per CPU
-        whatever is idle: the workers Ray starts by itself for a first driver do not take a trial's actor, and
-        Ray stops them once idle workers outnumber the CPUs (those prestarted here are kept: KEEP_ALIVE_S)."""
+        whatever is idle: workers Ray starts by itself for a first driver (only when the user set
+        local_cluster.PRESTART) do not take a trial's actor, and Ray stops them once idle workers outnumber the
+        CPUs (those prestarted here are kept: KEEP_ALIVE_S)."""
         import ray
         from ray._private.grpc_utils import init_grpc_channel
         from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc, runtime_environment_pb2

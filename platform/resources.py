@@ -25,7 +25,6 @@ from amlab.platform.settings import OFFLINE, Settings, check_withheld, split_sec
 from amlab.platform.sweep_spec import ResourcesSpec
 from amlab.platform.trial import Placement
 
-PRESTART = "RAY_prestart_worker_first_driver"  # Ray's switch: a worker per CPU started when a first driver registers
 DRIVER_CPU = 0.01  # a Tune trial that only drives a TorchTrainer; it cannot ask for 0
 _starting: tuple[threading.Event, list[BaseException | None]] | None = None  # a start_ray not yet waited for
 _stopping: threading.Thread | None = None  # a stop_ray(wait=False) still shutting Ray down
@@ -65,7 +64,7 @@ def start_ray(settings: Settings, address: str | None = None, bare_job: bool = F
         # per CPU when this driver registers, as it would by default, to import on cores that this process still needs
         # for its own imports and stores (bench/startup.py times a cold launch both ways)
         os.environ.update(public | {"RAY_preload_python_modules": ",".join(local_cluster.PRELOADED)})
-        os.environ.setdefault(PRESTART, "0")
+        os.environ.setdefault(local_cluster.PRESTART, "0")
         options = {"include_dashboard": False}  # the Jobs API serves `--address` clusters, never this one
     if threading.current_thread() is threading.main_thread():  # Ray sets this only when init runs on the main thread
         signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(signum))
