@@ -238,3 +238,32 @@ def test_open_launch_takes_the_lease_before_it_records_anything(tmp_path, monkey
             cell.status = Status.FINISHED
         s.commit()
     assert records.open_launch(launch, settings)[1] == [] and row(store, launch.name).driver is None
+
+
+def test_finalize_closes_a_trial_run_whose_store_row_a_killed_driver_never_wrote(tmp_path):
+    """A driver killed between creating a trial's MLflow run and committing its store row leaves the run RUNNING and
+    unknown to the store: the next finalize of that sweep closes it KILLED, and leaves the recorded trials' runs alone."""
+    from amlab.platform import tracking
+    from amlab.platform.spec import validate_run
+    from amlab.platform.status import Phase
+
+    settings = Settings(home=tmp_path, db_url=f"sqlite:///{tmp_path / 'amctl.db'}",
+                        mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifacts=(tmp_path / "artifacts").as_uri(),
+                        optuna_url=f"sqlite:///{tmp_path / 'optuna.db'}",
+                        ray_storage=str(tmp_path / "ray"))
+    launch = plan(Kind.SWEEP, {"name": "orphans", "mechanisms": {"lstm": {"d_model": 8}}, "tasks": {"copy": {"max_len": 4}},
+                               "seeds": [0], "train": {"steps": 10, "eval_every": 5, "log_every": 5},
+                               "search": {"trials": 1, "scheduler": "fifo"}})
+    ctx, pending = records.open_launch(launch, settings)
+    records.start(ctx, pending)
+    cell = pending[0]
+    recorded = records.open_trial(ctx, cell, "recorded", Phase.SEARCH, validate_run(cell.base))
+    orphan = tracking.start_run(ctx.client, ctx.experiment_id, "orphan", {}, {"amctl.kind": "trial", "amctl.sweep": "orphans",
+                                                                          "amctl.tune_trial_id": "orphan"},
+                                parent=ctx.cell_runs[cell.key])
+    other = tracking.start_run(ctx.client, ctx.experiment_id, "other", {}, {"amctl.kind": "trial", "amctl.sweep": "another"})
+    assert ctx.client.get_run(orphan).info.status == "RUNNING"
+    assert records.finalize(ctx, launch.cells, interrupted=True) == Status.KILLED
+    assert ctx.client.get_run(orphan).info.status == "KILLED"
+    assert ctx.client.get_run(recorded).info.status == "KILLED"  # its store row was PENDING: closed as before
+    assert ctx.client.get_run(other).info.status == "RUNNING"  # another sweep's run is not this finalize's
