@@ -272,13 +272,12 @@ def finalize(ctx: SweepContext, cells: list[CellPlan], *, interrupted: bool = Fa
             if sweep_level and cell.value is not None:
                 tracking.log_cell(ctx.client, cell.mlflow_run_id, test_key(cell.metric), cell.metric, cell.per_seed,
                                   cell.best_params)
-        if sweep_level:  # a driver killed between creating a trial's MLflow run and its store row left the run open
-            known = {t.mlflow_run_id for c in sweep.cells for t in c.trials}
+        if sweep_level:  # every trial row is terminal now: so must its run be, and one no row knows (a driver killed
+            # between creating a trial's MLflow run and committing its row) is KILLED
+            known = {t.mlflow_run_id: Status(t.status) for c in sweep.cells for t in c.trials}
             query = f"tags.`amctl.sweep` = '{ctx.sweep}' AND tags.`amctl.kind` = 'trial' AND attributes.status = 'RUNNING'"
-            orphans = ctx.client.search_runs([ctx.experiment_id], filter_string=query, max_results=10000)
-            for run in orphans:
-                if run.info.run_id not in known:
-                    ctx.client.set_terminated(run.info.run_id, status=Status.KILLED.value)
+            for run in ctx.client.search_runs([ctx.experiment_id], filter_string=query, max_results=10000):
+                ctx.client.set_terminated(run.info.run_id, status=known.get(run.info.run_id, Status.KILLED).value)
         statuses = {c.status for c in sweep.cells}
         if statuses <= {Status.FINISHED}:
             final = Status.FINISHED
