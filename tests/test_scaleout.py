@@ -127,10 +127,12 @@ def check_finished(home: Path, name: str, steps: int) -> list[Trial]:
 def alive_nodes(address: str) -> list[dict]:
     """The cluster's live nodes, asked from a separate driver (this test process never joins a cluster)."""
     code = (f"import json, ray; ray.init(address={address!r}, logging_level='ERROR'); "
-            "print(json.dumps([n['Resources'] for n in ray.nodes() if n['Alive']]))")
+            "print('NODES', json.dumps([n['Resources'] for n in ray.nodes() if n['Alive']]))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    # Ray's driver may print the autoscaler's events ("(autoscaler +0s) Resized to 1 CPUs.") around it
+    [line] = [x for x in done.stdout.splitlines() if x.startswith("NODES ")]
+    return json.loads(line.removeprefix("NODES "))
 
 
 @pytest.mark.embedded
