@@ -18,7 +18,7 @@ from ray import tune
 from ray.train._internal.checkpoint_manager import _CheckpointManager
 from ray.train._internal.session import _TrainingResult
 
-from amlab.platform import records, storage
+from amlab.platform import records, storage, tracking
 from amlab.platform.records import SweepContext
 from amlab.platform.sessions import CHECKPOINT
 from amlab.platform.status import STEP, Status
@@ -31,10 +31,10 @@ class Bookkeeper(tune.Callback):
     """Keeps the store and MLflow in step with Tune: progress, and a terminal state for every trial."""
 
     def __init__(self, ctx: SweepContext):
-        self.ctx, self._checked = ctx, False
+        self.ctx, self._checked, self._deliveries = ctx, False, None
 
     def __getstate__(self):  # a restored experiment's trials are checked again by the driver restoring it
-        return {"ctx": self.ctx, "_checked": False}
+        return {"ctx": self.ctx, "_checked": False, "_deliveries": None}
 
     def on_step_begin(self, iteration, trials, **info):
         if not self._checked:  # before any trial (re)starts
@@ -46,6 +46,12 @@ class Bookkeeper(tune.Callback):
         records.trial_progress(self.ctx, trial.trial_id, None)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        """Also writes what the trial has for MLflow (platform/outbox.py), taken out of the result before Tune
+        keeps it (Tune lets callbacks change a result in place)."""
+        if run_id := of(trial.config).run_id:
+            if self._deliveries is None:
+                self._deliveries = tracking.Deliveries(self.ctx.client, self.ctx.settings.mlflow_uri)
+            self._deliveries.take(run_id, result)
         if STEP in result:
             records.trial_progress(self.ctx, trial.trial_id, int(result[STEP]))
 

@@ -31,7 +31,7 @@ RECORD = "local-ray.json"  # in AMCTL_HOME: {"address", "pid", "temp_dir", "env"
 # what a trial imports: a local Ray's workers (the warm head's, an embedded one's) import it when they start
 # (RAY_preload_python_modules), so that a trial given a prestarted worker (the resident's: one per CPU) starts at once
 PRESTART = "RAY_prestart_worker_first_driver"  # Ray's switch: a worker per CPU started when a first driver registers
-PRELOADED = ("amlab.platform.train", "amlab.workloads.registry", "torch._dynamo", "mlflow.store.tracking.sqlalchemy_store")
+PRELOADED = ("amlab.platform.train", "amlab.workloads.registry", "torch._dynamo")  # a trial's imports (never MLflow's)
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 5.0
 

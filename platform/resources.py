@@ -21,7 +21,7 @@ import ray
 
 from amlab.platform import local_cluster
 from amlab.platform.errors import ResourceError
-from amlab.platform.settings import OFFLINE, Settings, check_withheld, split_secrets
+from amlab.platform.settings import OFFLINE, Settings, check_withheld
 from amlab.platform.sweep_spec import ResourcesSpec
 from amlab.platform.trial import Placement
 
@@ -37,13 +37,10 @@ def start_ray(settings: Settings, address: str | None = None, bare_job: bool = F
     on 2 cores).  The thread lives as long as the process: Ray's head processes die with the thread that
     spawned them (PR_SET_PDEATHSIG), so they would be killed the moment it returned.
 
-    Every worker gets the driver's stores.  An embedded Ray's workers are children of this process and
-    inherit its environment (settings are a function of it, credentials included), so it needs no runtime
-    env.  A joined cluster gets the credential-free URLs in the job's runtime env, which Ray writes to its
-    logs; URLs with credentials come from the nodes' environment, and every trial checks its stores are the
-    driver's (settings.worker_settings against the fingerprint in its TrialConfig).  `bare_job`: no runtime env
-    at all, for the local cluster's resident driver (platform/resident.py), whose head was started from its own
-    environment: its workers inherit the stores from the head.
+    Workers never open the stores: what a trial has for MLflow rides its reports to this driver
+    (platform/outbox.py), so neither store URLs nor credentials travel to a cluster's nodes.  Joined clusters
+    get only the offline switches in the job's runtime env; `bare_job`: no runtime env at all, for the local
+    cluster's resident driver (platform/resident.py), whose head was started from its own environment.
     """
     global _starting
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the progress display is ours; Tune's tables would interleave
@@ -51,19 +48,18 @@ def start_ray(settings: Settings, address: str | None = None, bare_job: bool = F
     if _starting is not None or ray.is_initialized():
         return
     check_withheld()
-    public = split_secrets(settings.store_env())[0] | OFFLINE
     if not (address or os.environ.get("RAY_ADDRESS")) and (head := local_cluster.running(settings)):
         os.environ.update(head["env"])  # `amctl cluster up`'s warm local head: joined like a cluster
         local_only()
         address = head["address"]
     if address or os.environ.get("RAY_ADDRESS"):
-        options = {"address": address} | ({} if bare_job else {"runtime_env": {"env_vars": public}})
+        options = {"address": address} | ({} if bare_job else {"runtime_env": {"env_vars": OFFLINE}})
     else:
         local_only()
         # its processes inherit: every worker imports a trial's modules first, and the raylet does not start one worker
         # per CPU when this driver registers, as it would by default, to import on cores that this process still needs
         # for its own imports and stores (bench/startup.py times a cold launch both ways)
-        os.environ.update(public | {"RAY_preload_python_modules": ",".join(local_cluster.PRELOADED)})
+        os.environ.update(OFFLINE | {"RAY_preload_python_modules": ",".join(local_cluster.PRELOADED)})
         os.environ.setdefault(local_cluster.PRESTART, "0")
         options = {"include_dashboard": False}  # the Jobs API serves `--address` clusters, never this one
     if threading.current_thread() is threading.main_thread():  # Ray sets this only when init runs on the main thread

@@ -123,7 +123,7 @@ class CellSearcher(Searcher):
         if phase is Phase.SEARCH and cell.space:  # its study trial starts when suggested, as an Optuna trial does when asked
             self.started[trial_id], self.curves[trial_id] = datetime.now(), {}
         return {KEY: TrialConfig(spec=spec, cell=cell.key, phase=phase, run_id=run_id, storage_path=self.storage_path,
-                                 placement=self.placement, stores=self.ctx.settings.fingerprint())}
+                                 placement=self.placement)}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Keep each evaluation's objective: on_trial_complete gets only the last result, the study wants the curve."""

@@ -56,14 +56,6 @@ class Settings:
         """Where AMCTL_HOME points, without creating it (`load` does)."""
         return Path(os.environ.get("AMCTL_HOME", Path.home() / ".amctl")).expanduser().resolve()
 
-    def store_env(self) -> dict[str, str]:
-        """The variables a worker needs to open the same stores as this driver."""
-        return {"AMCTL_HOME": str(self.home), "MLFLOW_TRACKING_URI": self.mlflow_uri, "AMCTL_DB_URL": self.db_url,
-                "AMCTL_OPTUNA_URL": self.optuna_url}
-
-    def fingerprint(self) -> str:
-        return json.dumps({k: redact(v) for k, v in self.store_env().items() if k != "AMCTL_HOME"}, sort_keys=True)
-
 
 def local_artifacts(home: Path) -> str:
     """The artifact folder in AMCTL_HOME: the default root, and what a local server keeps when none is set."""
@@ -99,18 +91,3 @@ def check_withheld() -> None:
 
         raise StoreError("amctl never sends credentials through Ray, and this cluster's environment does not hold "
                          "them; set them on its nodes (cluster/README.md, 'Stores')", wrong)
-
-
-def worker_settings(expected: str | None) -> Settings:
-    """The stores as a trial's worker sees them, refused when they are not the driver's (`expected`: its fingerprint).
-
-    Credentials never travel through Ray (its runtime-env logs and Tune's params would keep them): an embedded
-    Ray's workers inherit them from the driver's process; on a cluster they come from the nodes' own environment
-    (cluster/README.md).  A worker whose environment points elsewhere would log into another database unseen.
-    """
-    settings = Settings.load()
-    if expected and expected != settings.fingerprint():
-        raise RuntimeError(f"this worker's stores are {settings.fingerprint()} but the driver's are {expected}: "
-                           "give the cluster's nodes the driver's AMCTL_DB_URL, MLFLOW_TRACKING_URI and "
-                           "AMCTL_OPTUNA_URL (cluster/README.md, 'Stores')")
-    return settings

@@ -54,6 +54,27 @@ def remove(uri: str) -> None:
         fs.delete_dir(path)
 
 
+def put_folder(local: str | os.PathLike, uri: str) -> None:
+    """Copy a local folder to `uri`, replacing what was there."""
+    remove(uri)
+    if not is_remote(uri):
+        shutil.copytree(local, uri)
+        return
+    import pyarrow.fs
+
+    pyarrow.fs.copy_files(str(local), uri)
+
+
+def get_folder(uri: str, local: str | os.PathLike) -> None:
+    """Copy the folder at `uri` into the local folder `local`."""
+    if not is_remote(uri):
+        shutil.copytree(uri, local, dirs_exist_ok=True)
+        return
+    import pyarrow.fs
+
+    pyarrow.fs.copy_files(uri, str(local))
+
+
 def whole_checkpoints(fs, folder: str, prefix: str, file: str) -> tuple[list[str], list[str]]:
     """A trial folder's checkpoint folders (`prefix` + index), oldest first: (whole ones, broken ones).
 

@@ -6,8 +6,6 @@ import functools
 import logging
 import os
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +14,9 @@ from mlflow.tracking import MlflowClient
 
 from amlab.platform import schema_cache
 from amlab.platform.locks import first_use
+from amlab.platform.outbox import FINAL, FINAL_CHECKPOINT, FINAL_DUMPS, FINAL_MODEL, KEY, SYSTEM, Item
 from amlab.platform.settings import Settings
-from amlab.platform.status import Kind
+from amlab.platform.status import STEP, TRAIN_LOSS, Kind
 
 if TYPE_CHECKING:
     from torch import nn
@@ -25,7 +24,6 @@ if TYPE_CHECKING:
 RUNS_EXPERIMENT = "amctl"  # single runs' experiment unless MLFLOW_EXPERIMENT_NAME names another; a sweep has its own
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"  # MLflow 3's UI opens the classic runs view
 MODEL = "model"  # a trial's trained model: mlflow.pytorch.load_model(f"runs:/{run_id}/model")
-SYSTEM_METRICS_INTERVAL_S = 2.0  # trials last minutes: MLflow's default 10 s would draw a handful of points
 for _name in ("mlflow", "alembic"):  # schema-creation notices would break into amctl's progress display
     logging.getLogger(_name).setLevel(logging.WARNING)
 
@@ -129,84 +127,85 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-class RunLogger:
-    """Metric and artifact logging into an existing run, from inside a trial (rank 0).
+class Deliveries:
+    """The driver's side of platform/outbox.py: what trials report for MLflow, written into their runs.
 
-    Metrics are buffered and sent with `flush()` in one `log_batch`.  On a
-    resumed trial, steps already logged before the interruption are skipped,
-    so nothing is logged twice.
+    A restarted trial reports again the steps after its checkpoint; those its run already holds are skipped (the
+    first delivery to a run in this process reads how far it got), so nothing is logged twice.  Its machine
+    samples are a series of their own and always kept.
     """
 
-    def __init__(self, tracking_uri: str, run_id: str):
-        self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        self.run_id = run_id
-        self._buffer: list[Metric] = []
-        history = self.client.get_metric_history(run_id, "train/loss")
-        self.logged_upto = max((m.step for m in history), default=-1)
+    def __init__(self, client: MlflowClient, tracking_uri: str):
+        self.client, self.tracking_uri = client, tracking_uri
+        self._logged_upto: dict[str, int] = {}
 
-    def log(self, metrics: dict[str, float], step: int, timestamp_ms: int) -> None:
-        if step > self.logged_upto:
-            self._buffer += [Metric(k, float(v), timestamp_ms, step) for k, v in metrics.items()]
+    def take(self, run_id: str, result: dict) -> None:
+        """Write what `result` (a trial's report) carries for MLflow into `run_id`, and take it out of `result`."""
+        if items := result.pop(KEY, None):
+            self.items(run_id, items)
+        if where := result.pop(FINAL, None):
+            self.final(run_id, where, int(result[STEP]))
 
-    def flush(self) -> None:
-        for i in range(0, len(self._buffer), 500):
-            self.client.log_batch(self.run_id, metrics=self._buffer[i : i + 500])
-        self._buffer.clear()
+    def items(self, run_id: str, items: list[Item]) -> None:
+        if run_id not in self._logged_upto:
+            history = self.client.get_metric_history(run_id, TRAIN_LOSS)
+            self._logged_upto[run_id] = max((m.step for m in history), default=-1)
+        upto = self._logged_upto[run_id]
+        metrics = [Metric(i.key, i.value, i.timestamp_ms, i.step) for i in items
+                   if not i.is_tag and (i.step > upto or i.key.startswith(SYSTEM))]
+        tags = [RunTag(i.key, i.value) for i in items if i.is_tag]
+        if tags:
+            self.client.log_batch(run_id, tags=tags)
+        for start in range(0, len(metrics), 500):
+            self.client.log_batch(run_id, metrics=metrics[start : start + 500])
+        self._logged_upto[run_id] = max([upto, *(m.step for m in metrics if not m.key.startswith(SYSTEM))])
 
-    def tag(self, **tags: str) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    def final(self, run_id: str, where: str, step: int) -> None:
+        """A trial's final folder on storage (outbox.FINAL): its checkpoint and dumps as artifacts, its model as the
+        run's MLflow model; the folder is removed once logged."""
+        import tempfile
 
-    def artifacts(self, local_dir: str | os.PathLike, path: str) -> None:
-        self.client.log_artifacts(self.run_id, str(local_dir), path)
-
-    def model(self, module: nn.Module, step: int) -> None:
-        """Log `module` as this run's MLflow model `MODEL`, linked to the metrics logged at `step`.
-
-        Pickled, not MLflow's default pt2: torch.export fails on some mechanisms (the mixers' data-dependent
-        offsets) and takes up to ~45 s on others, where pickling takes milliseconds and loads back amctl's own
-        module class; loading it therefore needs MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true.  The pickle names
-        the classes in `amlab.workloads`, so the loader needs amctl installed, which is also why there are
-        no code_paths (they cannot recreate the `amlab.` package names).  Requirements are given, not
-        inferred: inference loads the model again in a subprocess.
-
-        The LoggedModel is created here, in the run's experiment: given only a run id, log_model files it
-        under the Default experiment, whose artifacts land in the working directory, and `runs:/` URIs look
-        for it in the run's experiment.  log_model still reads MLflow's process-wide tracking URI (it takes
-        no client), so that is pointed at this run's store, the worker's only one.
-        """
-        from importlib.metadata import version
-
-        import mlflow
-        import mlflow.pytorch
         import torch
 
-        run = self.client.get_run(self.run_id)
-        logged = self.client.create_logged_model(run.info.experiment_id, name=MODEL, source_run_id=self.run_id,
-                                                 params=run.data.params)
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.pytorch.log_model(module, name=MODEL, model_id=logged.model_id, run_id=self.run_id, step=step,
-                                 serialization_format="pickle",
-                                 pip_requirements=[f"amctl=={version('amctl')}", f"torch=={torch.__version__}"])
+        from amlab.platform import storage
+
+        with tempfile.TemporaryDirectory(prefix="amctl-final-") as tmp:
+            storage.get_folder(where, tmp)
+            folder = Path(tmp)
+            self.client.log_artifacts(run_id, str(folder / FINAL_CHECKPOINT), "checkpoint")
+            if (folder / FINAL_DUMPS).is_dir():
+                self.client.log_artifacts(run_id, str(folder / FINAL_DUMPS), "dumps")
+            log_model(self.client, self.tracking_uri, run_id, torch.load(folder / FINAL_MODEL, weights_only=False), step)
+        storage.remove(where)
 
 
-@contextmanager
-def system_metrics(tracking_uri: str, run_id: str, node: str | None) -> Iterator[None]:
-    """Sample this machine into the run while the block runs: `system/<node>/...` (`system/...` when node is None).
+def log_model(c: MlflowClient, tracking_uri: str, run_id: str, module: nn.Module, step: int) -> None:
+    """Log `module` as the run's MLflow model `MODEL`, linked to the metrics logged at `step`.
 
-    CPU, memory, disk and network, plus NVIDIA GPUs where nvidia-ml-py is installed; values are the node's,
-    not the process's.  MLflow's monitor samples in a daemon thread, spends at most a tenth of its time
-    logging, and stops by itself once the run is closed; it is stopped here however the block ends.
+    Pickled, not MLflow's default pt2: torch.export fails on some mechanisms (the mixers' data-dependent
+    offsets) and takes up to ~45 s on others, where pickling takes milliseconds and loads back amctl's own
+    module class; loading it therefore needs MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true.  The pickle names
+    the classes in `amlab.workloads`, so the loader needs amctl installed, which is also why there are
+    no code_paths (they cannot recreate the `amlab.` package names).  Requirements are given, not
+    inferred: inference loads the model again in a subprocess.
+
+    The LoggedModel is created here, in the run's experiment: given only a run id, log_model files it
+    under the Default experiment, whose artifacts land in the working directory, and `runs:/` URIs look
+    for it in the run's experiment.  log_model still reads MLflow's process-wide tracking URI (it takes
+    no client), so that is pointed at this run's store, the driver's only one.
     """
-    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+    from importlib.metadata import version
 
-    monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S, samples_before_logging=1,
-                                   resume_logging=True, node_id=node, tracking_uri=tracking_uri)
-    monitor.start()
-    try:
-        yield
-    finally:
-        monitor.finish()
+    import mlflow
+    import mlflow.pytorch
+    import torch
+
+    run = c.get_run(run_id)
+    logged = c.create_logged_model(run.info.experiment_id, name=MODEL, source_run_id=run_id, params=run.data.params)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.pytorch.log_model(module, name=MODEL, model_id=logged.model_id, run_id=run_id, step=step,
+                             serialization_format="pickle",
+                             pip_requirements=[f"amctl=={version('amctl')}", f"torch=={torch.__version__}"])
 
 
 def hard_delete_runs(c: MlflowClient, run_ids: list[str]) -> None:

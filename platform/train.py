@@ -25,12 +25,11 @@ import psutil
 import torch
 from torch import nn
 
-from amlab.platform import dumps
+from amlab.platform import dumps, outbox
+from amlab.platform.outbox import FINAL_CHECKPOINT, FINAL_DUMPS, FINAL_MODEL, Outbox, SystemSampler
 from amlab.platform.sessions import CHECKPOINT, LocalSession, RayMetrics, TrainSession, TuneSession
-from amlab.platform.settings import worker_settings
 from amlab.platform.spec import RunSpec, TrainSpec
 from amlab.platform.status import EVALS, OBJECTIVE, PARAMS_COUNT, STATE_SIZE, STEP, TRAIN_LOSS
-from amlab.platform.tracking import RunLogger, system_metrics
 from amlab.platform.trial import KEY, TrialConfig, of
 from amlab.workloads.model import build_model, compute_loss, count_params
 from amlab.workloads.registry import TASKS
@@ -127,22 +126,32 @@ def dump_introspection(model: nn.Module, task: Task, spec: RunSpec, device: torc
     return dumps.write(traces, out, f"{spec.mechanism.name} on {spec.task.name}", heatmaps)
 
 
+def measured(trial: TrialConfig, model: nn.Module, task: Task, device: torch.device) -> dict[str, float]:
+    """An evaluation's metrics (validation, test, size) and the signed objective that search minimises."""
+    spec = trial.spec
+    found = {**evaluate(model, task, spec, "val", device), **evaluate(model, task, spec, "test", device),
+             PARAMS_COUNT: count_params(model), STATE_SIZE: model.core.state_size()}
+    return found | {OBJECTIVE: trial.objective_sign * found[trial.objective_key]}
+
+
 # -- the loop -------------------------------------------------------------------------------------
 
 def train_loop(trial: TrialConfig, session: LocalSession | TrainSession) -> None:
     """Train one trial's spec, reporting through `session` (local, Tune or a Ray Train worker).
 
-    A tracked trial's every rank samples its machine into the run while it trains (one series per DDP rank).
+    A tracked trial's every rank samples its machine while it trains (one series per DDP rank); what it has
+    for MLflow rides its reports to the driver (platform/outbox.py).
     """
     if not trial.tracked:
-        _train(trial, session, None)
+        _train(trial, session, None, None)
         return
-    uri, rank = worker_settings(trial.stores).mlflow_uri, session.rank
-    with system_metrics(uri, trial.run_id, f"rank_{rank}" if session.world_size > 1 else None):
-        _train(trial, session, RunLogger(uri, trial.run_id) if rank == 0 else None)
+    box = Outbox()
+    with SystemSampler(box, f"rank_{session.rank}" if session.world_size > 1 else None) as sampler:
+        _train(trial, session, box, sampler)
 
 
-def _train(trial: TrialConfig, session: LocalSession | TrainSession, log: RunLogger | None) -> None:
+def _train(trial: TrialConfig, session: LocalSession | TrainSession, box: Outbox | None,
+           sampler: SystemSampler | None) -> None:
     spec = trial.spec
     t = spec.train
     torch.set_num_threads(trial.placement.threads)
@@ -165,8 +174,9 @@ def _train(trial: TrialConfig, session: LocalSession | TrainSession, log: RunLog
         sched.load_state_dict(state["schedule"])
         torch.set_rng_state(state["rng"])
         start = state["step"]
+    log = box if rank == 0 else None  # metrics, tags and artifacts come from rank 0; samples from every rank
     if log and start == 0:
-        log.tag(params_count=str(count_params(model)), state_size=str(model.core.state_size()))
+        log.tags(params_count=str(count_params(model)), state_size=str(model.core.state_size()))
     ddp = session.prepare(model)
     forward = torch.compile(ddp) if t.compile else ddp  # evaluation stays eager: its shapes vary (lengths, batches)
     scratch = fresh_folder(trial.scratch) if rank == 0 else None
@@ -205,33 +215,39 @@ def _train(trial: TrialConfig, session: LocalSession | TrainSession, log: RunLog
             if is_eval:
                 evals += 1
                 if rank == 0:
-                    latest = {**evaluate(model, task, spec, "val", device), **evaluate(model, task, spec, "test", device),
-                              PARAMS_COUNT: count_params(model), STATE_SIZE: model.core.state_size()}
-                    latest[OBJECTIVE] = trial.objective_sign * latest[trial.objective_key]  # what search minimises
+                    latest = measured(trial, model, task, device)
                     checkpoint = save_checkpoint(Path(tempfile.mkdtemp(prefix="amctl-ckpt-", dir=scratch)), model, opt,
                                                  sched, done)
             if is_eval:  # val/test metrics only at the step they were measured: curves hold evaluations, not repeats
                 metrics.update(latest)
+            if sampler:
+                sampler.step = done
             if log:  # the signed objective is search's internal currency: MLflow shows the metric itself
-                log.log({k: v for k, v in metrics.items() if k != OBJECTIVE}, done, int(time.time() * 1000))
-                if is_eval:
-                    log.flush()
+                log.metrics({k: v for k, v in metrics.items() if k != OBJECTIVE}, done, int(time.time() * 1000))
             if is_eval or now - reported >= session.report_every_s:
-                session.report({STEP: done, EVALS: evals, **metrics}, checkpoint)
+                report = {STEP: done, EVALS: evals, **metrics}
+                session.report(box.attach(report) if box else report, checkpoint)
                 reported = now
             if checkpoint is not None:
                 shutil.rmtree(checkpoint, ignore_errors=True)  # the session has persisted it
             if is_eval:  # an evaluation and its bookkeeping (checkpoint, flush, report) are not training throughput
                 tick = time.perf_counter()
 
-    if log:  # rank 0 of a tracked trial
+    if box is None:
+        return
+    final = {STEP: t.steps, EVALS: evals}
+    if log:  # rank 0: the final state, what it attended to and the model, staged on storage for the driver to log
+        final |= latest or measured(trial, model, task, device)  # none: restored after its last evaluation
         with tempfile.TemporaryDirectory(prefix="amctl-final-", dir=scratch) as tmp:
             tmp = Path(tmp)
-            save_checkpoint(tmp, model, opt, sched, t.steps)
-            log.artifacts(tmp, "checkpoint")  # what a resumed trial restores; the model below is for loading
-            if dump_introspection(model, task, spec, device, tmp / "dumps", heatmaps=trial.reported):
-                log.artifacts(tmp / "dumps", "dumps")
-        log.model(model.cpu(), t.steps)  # the unwrapped module (not DDP's wrapper), on CPU: it loads without a GPU
+            (tmp / FINAL_CHECKPOINT).mkdir()
+            save_checkpoint(tmp / FINAL_CHECKPOINT, model, opt, sched, t.steps)  # what a resumed trial restores
+            dump_introspection(model, task, spec, device, tmp / FINAL_DUMPS, heatmaps=trial.reported)
+            # the unwrapped module (not DDP's wrapper), on CPU: it loads without a GPU
+            torch.save(model.cpu(), tmp / FINAL_MODEL)
+            final[outbox.FINAL] = outbox.stage(tmp, trial.storage_path, trial.run_id)
+    sampler.record()
+    session.report(box.attach(final), None)  # every rank: Ray Train's reports are collective
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -267,11 +283,24 @@ def run_trial(config: dict[str, Any]) -> None:
         run_config=RunConfig(
             name=f"ddp-{ray.tune.get_context().get_trial_id()}",
             storage_path=trial.storage_path,
-            callbacks=[TuneReportCallback()],
+            callbacks=[_every_ranks_outbox(TuneReportCallback)()],
             failure_config=FailureConfig(max_failures=trial.placement.max_failures, controller_failure_limit=1),
         ),
     )
     trainer.fit()
+
+
+def _every_ranks_outbox(base: type) -> type:
+    """TuneReportCallback forwards rank 0's report alone: this one adds every other rank's outbox items to it
+    (their machine samples), so that each rank's series reaches MLflow as it did when ranks wrote it themselves."""
+
+    class EveryRanksOutbox(base):
+        def after_report(self, run_context, metrics, checkpoint):
+            items = [item for report in metrics for item in report.get(outbox.KEY, [])]
+            first = {**metrics[0], outbox.KEY: items} if items else metrics[0]
+            super().after_report(run_context, [first, *metrics[1:]], checkpoint)
+
+    return EveryRanksOutbox
 
 
 def _train_worker(config: dict[str, Any]) -> None:

@@ -31,9 +31,8 @@ class TrialConfig:
     spec: RunSpec
     cell: str = ""  # the cell key (scheduler and display group trials by it)
     phase: Phase = Phase.SEARCH
-    run_id: str | None = None  # its MLflow run (the stores come from the worker's environment); None: nothing logged
-    stores: str | None = None  # the driver's store URLs, redacted (Settings.fingerprint): the worker's must match
-    storage_path: str | None = None  # Ray storage for a DDP trial's Train run
+    run_id: str | None = None  # its MLflow run, which the driver writes (platform/outbox.py); None: nothing logged
+    storage_path: str | None = None  # Ray storage: a DDP trial's Train run, a trial's final folder for the driver
     scratch: str | None = None  # the trial's own folder for checkpoint temporaries (None: the system temp dir)
     placement: Placement = Placement()
 

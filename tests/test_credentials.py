@@ -8,7 +8,7 @@ import json
 import pytest
 
 from amlab.platform.errors import StoreError
-from amlab.platform.settings import WITHHELD, Settings, check_withheld, redact, split_secrets, worker_settings
+from amlab.platform.settings import WITHHELD, Settings, check_withheld, redact, split_secrets
 
 PG = "postgresql://amctl:s3cret-pw@db.internal:5432/amctl"
 
@@ -46,17 +46,6 @@ def test_a_job_driver_refuses_to_start_without_the_withheld_credentials(monkeypa
         check_withheld()
 
 
-def test_a_worker_whose_stores_are_not_the_drivers_refuses(monkeypatch, tmp_path):
-    monkeypatch.setenv("AMCTL_HOME", str(tmp_path))
-    monkeypatch.delenv("AMCTL_DB_URL", raising=False)
-    driver = Settings.load()
-    assert worker_settings(driver.fingerprint()) == driver
-    monkeypatch.setenv("AMCTL_DB_URL", PG)  # e.g. a cluster node configured for another database
-    with pytest.raises(RuntimeError, match="give the cluster's nodes the driver's AMCTL_DB_URL"):
-        worker_settings(driver.fingerprint())
-    assert "s3cret" not in Settings.load().fingerprint()
-
-
 def test_the_mlflow_server_gets_its_database_url_in_its_environment_not_its_command_line(monkeypatch, tmp_path):
     import os
 
@@ -89,7 +78,6 @@ def test_no_usage_statistics_or_telemetry_leave_the_machine(tmp_path):
 
 
 def test_one_setting_puts_everything_durable_in_a_bucket_and_a_server_keeps_its_artifacts(monkeypatch, tmp_path):
-    from amlab.platform.settings import Settings
 
     monkeypatch.setenv("AMCTL_HOME", str(tmp_path))
     monkeypatch.setenv("AMCTL_STORAGE", "s3://lab-bucket/amctl/")

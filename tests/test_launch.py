@@ -83,6 +83,11 @@ def test_two_worker_ddp_run_completes(ray_local, settings):
     run = MlflowClient(settings.mlflow_uri).get_run(result.mlflow_run_id)
     assert run.info.status == "FINISHED"
     assert len(MlflowClient(settings.mlflow_uri).get_metric_history(result.mlflow_run_id, "train/loss")) == 2
+    # both ranks' machine samples reached the driver through rank 0's reports (train._every_ranks_outbox)
+    assert {"system/rank_0/cpu_utilization_percentage", "system/rank_1/cpu_utilization_percentage"} <= set(run.data.metrics)
+    assert {a.path for a in MlflowClient(settings.mlflow_uri).list_artifacts(result.mlflow_run_id)} >= {"checkpoint", "dumps"}
+    assert MlflowClient(settings.mlflow_uri).search_logged_models([run.info.experiment_id],
+                                                                  filter_string=f"source_run_id = '{run.info.run_id}'")
 
 
 def test_fresh_trains_again_with_a_new_history(ray_local, settings, monkeypatch):

@@ -1,5 +1,6 @@
-"""A tracked trial's MLflow run, without Ray: the trained model loads back by URI, system metrics are sampled,
-the run is left RUNNING for the driver to close, and deleting the run deletes its model."""
+"""A tracked trial's MLflow run, without Ray: its reports, delivered as the driver delivers them (platform/outbox.py),
+give a model that loads back by URI and system metrics; the run is left RUNNING for the driver to close, a
+restarted trial's steps are logged once, and deleting the run deletes its model."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from mlflow import MlflowClient
 from torch import nn
 
-from amlab.platform import tracking
+from amlab.platform import outbox, tracking
 from amlab.platform.sessions import CHECKPOINT, LocalSession
 from amlab.platform.spec import validate_run
 from amlab.platform.train import evaluate, train_loop
@@ -37,54 +38,84 @@ def store(tmp_path_factory):
 
 @pytest.fixture
 def tracked(store, tmp_path, monkeypatch):
-    """(client, run id): a run created as the driver creates a trial's, the worker's environment pointing at it."""
+    """(client, run id): a run created as the driver creates a trial's."""
     c, exp = store
-    monkeypatch.setenv("AMCTL_HOME", str(tmp_path))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", c.tracking_uri)
-    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")  # the model is pickled (RunLogger.model)
-    monkeypatch.setattr(tracking, "SYSTEM_METRICS_INTERVAL_S", 0.2)  # a few samples within a trial of seconds
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")  # the model is pickled (tracking.log_model)
+    monkeypatch.setattr(outbox, "SYSTEM_INTERVAL_S", 0.05)  # a few samples within a trial of a second
     # log_model points MLflow's process-wide tracking URI at the store: put it back for the tests that follow
     monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)
     return c, tracking.start_run(c, exp, "trial", SPEC.normalised(), {})
 
 
+def deliver(c, run_id: str, reports: list[dict]) -> list[dict]:
+    """What the driver's Bookkeeper does with each report of the trial; the reports as Tune then keeps them."""
+    deliveries = tracking.Deliveries(c, c.tracking_uri)
+    for report in reports:
+        deliveries.take(run_id, report)
+    return reports
+
+
 def test_the_trained_model_loads_by_run_uri_and_scores_what_the_run_logged(tracked, tmp_path):
     c, run_id = tracked
     session = LocalSession()
-    train_loop(TrialConfig(spec=SPEC, run_id=run_id, placement=Placement(threads=1)), session)
+    storage = tmp_path / "ray"
+    train_loop(TrialConfig(spec=SPEC, run_id=run_id, storage_path=str(storage), placement=Placement(threads=1)), session)
+    assert any(outbox.KEY in r for r in session.reports) and outbox.FINAL in session.reports[-1]
+    kept = deliver(c, run_id, session.reports)
+    assert not any(outbox.KEY in r or outbox.FINAL in r for r in kept), "what Tune keeps carries no MLflow payload"
+    assert not any(storage.rglob("*.pt")), "the final folder is removed once the driver logged it"
 
     loaded = mlflow.pytorch.load_model(f"runs:/{run_id}/{tracking.MODEL}")
     assert isinstance(loaded, nn.Module)
     state = torch.load(c.download_artifacts(run_id, f"checkpoint/{CHECKPOINT}", str(tmp_path)), weights_only=False)
     weights = loaded.state_dict()
-    assert weights.keys() == state["model"].keys()
+    assert weights.keys() == state["model"].keys() and state["step"] == SPEC.train.steps
     assert all(torch.equal(weights[k], v) for k, v in state["model"].items())
 
     task = TASKS.get(SPEC.task.name).build(SPEC.task_params())
     scores = evaluate(loaded, task, SPEC, "test", torch.device("cpu"))
     logged = {m.step: m.value for m in c.get_metric_history(run_id, "test/bit_errors")}
     assert scores["test/bit_errors"] == logged[SPEC.train.steps] == session.reports[-1]["test/bit_errors"]
+    assert sorted(m.step for m in c.get_metric_history(run_id, "train/loss")) == [10, 20, 30, 40]
 
     run = c.get_run(run_id)
     assert run.info.status == "RUNNING"  # the driver closes a trial's run, not the trial
+    assert run.data.tags["params_count"] == str(sum(p.numel() for p in loaded.parameters()))
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
-    assert not any(t.name == "SystemMetricsMonitor" for t in threading.enumerate())
+    assert not any(t.name == "amctl-system-metrics" for t in threading.enumerate())
 
 
-def test_system_metrics_carry_the_rank_and_stop_when_the_block_fails(tracked):
+def test_a_restarted_trials_steps_are_logged_once_and_its_machine_samples_all_kept(tracked):
     c, run_id = tracked
-    with pytest.raises(RuntimeError, match="diverged"), tracking.system_metrics(c.tracking_uri, run_id, "rank_1"):
-        time.sleep(0.5)
+    first = [{outbox.KEY: [outbox.Item("train/loss", 1.0, 1, 10), outbox.Item("train/loss", 0.9, 2, 20),
+                           outbox.Item("system/cpu_utilization_percentage", 50.0, 3, 20)]}]
+    deliver(c, run_id, first)
+    # restarted from its step-10 checkpoint, by this driver and by a new one (which reads how far the run got)
+    again = {outbox.KEY: [outbox.Item("train/loss", 0.7, 4, 20), outbox.Item("train/loss", 0.5, 5, 30),
+                          outbox.Item("system/cpu_utilization_percentage", 60.0, 6, 20)]}
+    deliveries = tracking.Deliveries(c, c.tracking_uri)
+    deliveries.take(run_id, dict(again))
+    deliveries.take(run_id, {outbox.KEY: [outbox.Item("train/loss", 0.4, 7, 30)]})  # the same driver, again
+    assert [(m.step, m.value) for m in c.get_metric_history(run_id, "train/loss")] == [(10, 1.0), (20, 0.9), (30, 0.5)]
+    assert [m.value for m in c.get_metric_history(run_id, "system/cpu_utilization_percentage")] == [50.0, 60.0]
+
+
+def test_system_samples_carry_the_rank_and_stop_when_the_block_fails(monkeypatch):
+    monkeypatch.setattr(outbox, "SYSTEM_INTERVAL_S", 0.05)
+    box = outbox.Outbox()
+    with pytest.raises(RuntimeError, match="diverged"), outbox.SystemSampler(box, "rank_1"):
+        time.sleep(0.3)
         raise RuntimeError("the trial diverged")
-    assert not any(t.name == "SystemMetricsMonitor" for t in threading.enumerate())
-    keys = set(c.get_run(run_id).data.metrics)
-    assert "system/rank_1/cpu_utilization_percentage" in keys
-    assert all(k.startswith("system/rank_1/") for k in keys)
+    assert not any(t.name == "amctl-system-metrics" for t in threading.enumerate())
+    items = box.attach({})[outbox.KEY]
+    keys = {i.key for i in items}
+    assert "system/rank_1/cpu_utilization_percentage" in keys and all(k.startswith("system/rank_1/") for k in keys)
+    assert box.attach({"x": 1}) == {"x": 1}, "attaching takes the items out of the outbox"
 
 
 def test_deleting_a_run_deletes_its_model(tracked):
     c, run_id = tracked
-    tracking.RunLogger(c.tracking_uri, run_id).model(nn.Linear(2, 2), step=0)
+    tracking.log_model(c, c.tracking_uri, run_id, nn.Linear(2, 2), step=0)
     exp, mine = c.get_run(run_id).info.experiment_id, f"source_run_id = '{run_id}'"
     [model] = c.search_logged_models([exp], filter_string=mine)
     folder = Path(model.artifact_location.removeprefix("file://"))
