@@ -8,7 +8,8 @@ peak splits between the three.
   amctl  `amctl launch sweep` as a user types it (MLflow, the stores, evaluations, checkpoints, dumps)
   tune   a bare Tune script: the same configurations through the plain loop of bench/sweep.py, one report
          per trial, `reuse_actors=True`, nothing tracked
-  layers a worker's private memory import by import: a bare Tune trial's modules, then each that amctl adds
+  layers a worker's private memory import by import: a bare Tune trial's modules, then what an amctl trial adds,
+         then MLflow and its SQL store, which trials held until they stopped opening the stores (platform/outbox.py)
 
     python bench/memory.py [--trials 2] [--steps 1500]
 """
@@ -81,11 +82,12 @@ def peak_pss(cmd: list[str], env: dict[str, str], stdin: str | None = None) -> t
     return peak, out, split
 
 
-# what a trial worker holds, layer by layer: a bare Tune trial's modules, then what an amctl trial adds
+# what a trial worker holds, layer by layer: a bare Tune trial's modules, then what an amctl trial adds (its whole
+# worker: local_cluster.PRELOADED), then what it no longer imports
 LAYERS = (("a bare Tune trial: torch (its optimizers import torch._dynamo), ray.tune", "torch, torch._dynamo, ray.tune"),
-          ("+ mlflow", "mlflow"),
-          ("+ MLflow's SQL store (SQLAlchemy, alembic)", "mlflow.store.tracking.sqlalchemy_store"),
-          ("+ amlab's loop and mechanisms", "amlab.platform.train, amlab.workloads.registry"))
+          ("+ amlab's loop and mechanisms: an amctl trial's worker", "amlab.platform.train, amlab.workloads.registry"),
+          ("(+ mlflow, which its workers no longer import)", "mlflow"),
+          ("(+ MLflow's SQL store: SQLAlchemy, alembic)", "mlflow.store.tracking.sqlalchemy_store"))
 
 
 def worker_layers() -> list[tuple[str, float]]:

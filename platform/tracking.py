@@ -26,6 +26,7 @@ KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"  # MLflow 3
 MODEL = "model"  # a trial's trained model: mlflow.pytorch.load_model(f"runs:/{run_id}/model")
 for _name in ("mlflow", "alembic"):  # schema-creation notices would break into amctl's progress display
     logging.getLogger(_name).setLevel(logging.WARNING)
+logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # its warning on every pickled model: chosen (log_model)
 
 
 def _git(*args: str) -> str:

@@ -87,6 +87,17 @@ def test_no_platform_module_imports_the_cli():
             assert "amctl" not in names, f"{path.relative_to(REPO)} imports the CLI"
 
 
+def test_a_trial_worker_imports_no_store():
+    """What a worker imports before its first trial (local_cluster.PRELOADED) and a trial's function: no MLflow, no
+    SQL, no Optuna (each worker would hold ~85 MiB more: bench/memory.py); the driver writes the runs."""
+    from amlab.platform.local_cluster import PRELOADED
+
+    code = ("import sys; " + "; ".join(f"import {m}" for m in PRELOADED) + "; from amlab.platform.train import run_trial; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'mlflow', 'sqlalchemy', 'alembic', 'optuna', 'matplotlib'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", f"a trial's worker imports {out.strip()}"
+
+
 def test_cli_is_thin():
     assert len((REPO / "amctl.py").read_text().splitlines()) <= 300
 
