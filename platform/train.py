@@ -186,6 +186,7 @@ def _train(trial: TrialConfig, session: LocalSession | TrainSession, box: Outbox
     evals, window_loss, window_n, tick = start // t.eval_every, torch.zeros((), device=device), 0, time.perf_counter()
     reported = tick
     latest: dict[str, float] = {}
+    last: dict[str, Any] = {}  # the last report made
     for step in range(start, t.steps):
         batch = task.sample(generator(t.seed, "train", rank, step), per_rank, "train").to(device)
         with autocast(device):
@@ -225,8 +226,8 @@ def _train(trial: TrialConfig, session: LocalSession | TrainSession, box: Outbox
             if log:  # the signed objective is search's internal currency: MLflow shows the metric itself
                 log.metrics({k: v for k, v in metrics.items() if k != OBJECTIVE}, done, int(time.time() * 1000))
             if is_eval or now - reported >= session.report_every_s:
-                report = {STEP: done, EVALS: evals, **metrics}
-                session.report(box.attach(report) if box else report, checkpoint)
+                last = {STEP: done, EVALS: evals, **metrics}
+                session.report(box.attach(last) if box else last, checkpoint)
                 reported = now
             if checkpoint is not None:
                 shutil.rmtree(checkpoint, ignore_errors=True)  # the session has persisted it
@@ -235,9 +236,11 @@ def _train(trial: TrialConfig, session: LocalSession | TrainSession, box: Outbox
 
     if box is None:
         return
-    final = {STEP: t.steps, EVALS: evals}
+    # the last evaluation's report again (what Tune keeps as the trial's result), with what is left for MLflow
+    final = last if last.get(STEP) == t.steps else {STEP: t.steps, EVALS: evals}
     if log:  # rank 0: the final state, what it attended to and the model, staged on storage for the driver to log
-        final |= latest or measured(trial, model, task, device)  # none: restored after its last evaluation
+        if OBJECTIVE not in final:  # restored after its last evaluation: measured again (evaluation is seeded)
+            final = {**final, **measured(trial, model, task, device)}
         with tempfile.TemporaryDirectory(prefix="amctl-final-", dir=scratch) as tmp:
             tmp = Path(tmp)
             (tmp / FINAL_CHECKPOINT).mkdir()
@@ -260,8 +263,11 @@ def run_trial(config: dict[str, Any]) -> None:
     """
     import ray.tune
 
-    # checkpoint temporaries in the trial's own folder: a trial killed mid-save leaves nothing in the system temp dir
-    trial = replace(of(config), scratch=os.path.join(ray.tune.get_context().get_trial_dir(), "scratch"))
+    # checkpoint temporaries in a folder of the trial's own (a trial killed mid-save leaves nothing in the system temp
+    # dir), beside its Tune folder, not in it: Tune copies its parent to storage at every experiment save, where a
+    # temporary deleted mid-copy failed the save and every copy stayed behind
+    here = Path(ray.tune.get_context().get_trial_dir())
+    trial = replace(of(config), scratch=str(here.parent.parent / "amctl-scratch" / here.name))
     if trial.spec.train.workers == 1:
         train_loop(trial, TuneSession())
         return

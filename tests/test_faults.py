@@ -96,6 +96,10 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint(ray_local, setting
     # the killed attempt left no checkpoint temporaries in the system temp dir (they live in the trial's folder)
     assert not {p for p in set(Path(tempfile.gettempdir()).glob("amctl-*")) - temp_before
                 if p.name.startswith(("amctl-ckpt-", "amctl-final-"))}
+    # nor on the sweep's storage: no temporary copied there with Tune's folders, no final folder left once logged
+    on_storage = Path(settings.ray_storage, name)
+    assert not [p for p in on_storage.rglob("*") if p.name.startswith(("amctl-ckpt-", "amctl-final-", "scratch"))]
+    assert not list((on_storage / "final").glob("*")), "a trial's final folder outlived its logging"
 
     # what each trial was handed names no store: workers never open one (platform/outbox.py)
     configs = handed(Path(settings.ray_storage, name))

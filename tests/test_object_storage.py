@@ -64,7 +64,7 @@ def test_a_multi_node_sweep_keeps_artifacts_and_tune_state_in_s3_and_reports_fro
     try:
         run = launch(tmp_path, sweep_spec("on-s3", 300), cluster.address, **stores)
         out, err = run.communicate(timeout=900)
-        assert run.returncode == 0, err[-3000:]
+        assert run.returncode == 0, f"{err[-3000:]}\n{out[-2000:]}"
     finally:
         cluster.shutdown()
     check_finished(home, "on-s3", 300)
