@@ -6,6 +6,8 @@ import functools
 import logging
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -193,7 +195,7 @@ def log_model(c: MlflowClient, tracking_uri: str, run_id: str, module: nn.Module
     The LoggedModel is created here, in the run's experiment: given only a run id, log_model files it
     under the Default experiment, whose artifacts land in the working directory, and `runs:/` URIs look
     for it in the run's experiment.  log_model still reads MLflow's process-wide tracking URI (it takes
-    no client), so that is pointed at this run's store, the driver's only one.
+    no client), so that points at this run's store while it runs (`process_tracking_uri`).
     """
     from importlib.metadata import version
 
@@ -203,10 +205,30 @@ def log_model(c: MlflowClient, tracking_uri: str, run_id: str, module: nn.Module
 
     run = c.get_run(run_id)
     logged = c.create_logged_model(run.info.experiment_id, name=MODEL, source_run_id=run_id, params=run.data.params)
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.pytorch.log_model(module, name=MODEL, model_id=logged.model_id, run_id=run_id, step=step,
-                             serialization_format="pickle",
-                             pip_requirements=[f"amctl=={version('amctl')}", f"torch=={torch.__version__}"])
+    with process_tracking_uri(tracking_uri):
+        mlflow.pytorch.log_model(module, name=MODEL, model_id=logged.model_id, run_id=run_id, step=step,
+                                 serialization_format="pickle",
+                                 pip_requirements=[f"amctl=={version('amctl')}", f"torch=={torch.__version__}"])
+
+
+@contextmanager
+def process_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's process-wide tracking URI set for the block, then put back, with the MLFLOW_TRACKING_URI that
+    `mlflow.set_tracking_uri` also exports: a driver (the resident serves many environments; tests run sweeps in
+    one process) must not hand later commands and their child processes another store."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    before, exported = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        utils._tracking_uri = before
+        if exported is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = exported
 
 
 def hard_delete_runs(c: MlflowClient, run_ids: list[str]) -> None:

@@ -4,6 +4,7 @@ restarted trial's steps are logged once, and deleting the run deletes its model.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -40,10 +41,9 @@ def store(tmp_path_factory):
 def tracked(store, tmp_path, monkeypatch):
     """(client, run id): a run created as the driver creates a trial's."""
     c, exp = store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", c.tracking_uri)  # as a user loading the model has it (runs:/ URIs)
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")  # the model is pickled (tracking.log_model)
     monkeypatch.setattr(outbox, "SYSTEM_INTERVAL_S", 0.05)  # a few samples within a trial of a second
-    # log_model points MLflow's process-wide tracking URI at the store: put it back for the tests that follow
-    monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)
     return c, tracking.start_run(c, exp, "trial", SPEC.normalised(), {})
 
 
@@ -85,6 +85,22 @@ def test_the_trained_model_loads_by_run_uri_and_scores_what_the_run_logged(track
     assert not any(t.name == "amctl-system-metrics" for t in threading.enumerate())
 
 
+def test_a_trial_restored_after_its_last_evaluation_reports_its_result_and_final_folder_again(tracked, tmp_path):
+    """Its driver killed after the last evaluation's checkpoint registered, before the final folder was logged:
+    restored at its last step, the trial trains nothing, measures again (evaluation is seeded) and stages it again."""
+    c, run_id = tracked
+    config = TrialConfig(spec=SPEC, run_id=run_id, storage_path=str(tmp_path / "ray"), placement=Placement(threads=1))
+    first = LocalSession(tmp_path / "checkpoint")
+    train_loop(config, first)
+    again = LocalSession(tmp_path / "checkpoint")  # restores the last checkpoint: step 40 of 40
+    train_loop(config, again)
+    [report] = again.reports
+    measured = {k: v for k, v in first.reports[-1].items() if k.startswith(("val/", "test/", "objective"))}
+    assert measured and {k: report[k] for k in measured} == measured
+    deliver(c, run_id, again.reports)
+    assert mlflow.pytorch.load_model(f"runs:/{run_id}/{tracking.MODEL}") is not None
+
+
 def test_a_restarted_trials_steps_are_logged_once_and_its_machine_samples_all_kept(tracked):
     c, run_id = tracked
     first = [{outbox.KEY: [outbox.Item("train/loss", 1.0, 1, 10), outbox.Item("train/loss", 0.9, 2, 20),
@@ -113,9 +129,12 @@ def test_system_samples_carry_the_rank_and_stop_when_the_block_fails(monkeypatch
     assert box.attach({"x": 1}) == {"x": 1}, "attaching takes the items out of the outbox"
 
 
-def test_deleting_a_run_deletes_its_model(tracked):
+def test_deleting_a_run_deletes_its_model(tracked, monkeypatch):
     c, run_id = tracked
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # a driver's process that names no store (its settings do)
     tracking.log_model(c, c.tracking_uri, run_id, nn.Linear(2, 2), step=0)
+    # MLflow's process-wide URI, and the variable child processes inherit, pointed at the run's store and put back
+    assert "MLFLOW_TRACKING_URI" not in os.environ and mlflow.get_tracking_uri() != c.tracking_uri
     exp, mine = c.get_run(run_id).info.experiment_id, f"source_run_id = '{run_id}'"
     [model] = c.search_logged_models([exp], filter_string=mine)
     folder = Path(model.artifact_location.removeprefix("file://"))
