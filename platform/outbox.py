@@ -66,6 +66,7 @@ class SystemSampler:
     def __init__(self, outbox: Outbox, node: str | None, disk: str = "/"):
         self.outbox, self.prefix, self.disk = outbox, SYSTEM + (f"{node}/" if node else ""), disk
         self.step, self._stop = 0, threading.Event()  # the training step the loop has reached (the samples' x)
+        self._lock, self._last_ms = threading.Lock(), 0
         self._thread = threading.Thread(target=self._run, name="amctl-system-metrics", daemon=True)
         self._net = psutil.net_io_counters()
 
@@ -83,8 +84,14 @@ class SystemSampler:
             self.record()
 
     def record(self) -> None:
-        """One sample into the outbox now (also before a trial's last report: a short trial gets one too)."""
-        self.outbox.metrics({self.prefix + k: v for k, v in self.sample().items()}, self.step, int(time.time() * 1000))
+        """One sample into the outbox now (also before a trial's last report: a short trial gets one too).
+
+        Each at a later millisecond than the last: MLflow links a model to its run's metrics at a step and refuses
+        two values of one metric at one (time, step), which the thread and this last sample could otherwise give."""
+        with self._lock:
+            found = self.sample()
+            self._last_ms = max(int(time.time() * 1000), self._last_ms + 1)
+            self.outbox.metrics({self.prefix + k: v for k, v in found.items()}, self.step, self._last_ms)
 
     def sample(self) -> dict[str, float]:
         memory, disk, net = psutil.virtual_memory(), psutil.disk_usage(self.disk), psutil.net_io_counters()

@@ -50,7 +50,7 @@ def test_three_sweeps_and_status_readers_at_once_on_a_fresh_home(ray_local, tmp_
         assert time.time() < deadline, "the sweeps never ended"
     for p in launches:
         out, err = p.communicate()
-        assert p.returncode == 0, err[-3000:]
+        assert p.returncode == 0, f"{err[-3000:]}\n{out[-2000:]}"
         assert json.loads(out)["status"] == Status.FINISHED
         # each driver let Ray go once its trials were over, then closed its records and published its report
         client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")

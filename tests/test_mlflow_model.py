@@ -127,6 +127,13 @@ def test_system_samples_carry_the_rank_and_stop_when_the_block_fails(monkeypatch
     keys = {i.key for i in items}
     assert "system/rank_1/cpu_utilization_percentage" in keys and all(k.startswith("system/rank_1/") for k in keys)
     assert box.attach({"x": 1}) == {"x": 1}, "attaching takes the items out of the outbox"
+    # samples at one step never share a millisecond (MLflow refuses two values of a metric at one time and step
+    # when it links the model to the run's metrics at its last step)
+    sampler = outbox.SystemSampler(box, None)
+    for _ in range(3):
+        sampler.record()
+    times = [i.timestamp_ms for i in box.attach({})[outbox.KEY] if i.key == "system/cpu_utilization_percentage"]
+    assert len(times) == 3 and times[0] < times[1] < times[2]
 
 
 def test_deleting_a_run_deletes_its_model(tracked, monkeypatch):
