@@ -10,6 +10,7 @@ other's resources.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import signal
@@ -105,7 +106,20 @@ def stop_ray(wait: bool = True) -> None:
         _starting = None
     if not wait:
         if _stopping is None and ray.is_initialized():
-            _stopping = threading.Thread(target=ray.shutdown, name="amctl-ray-stop", daemon=True)
+            # no garbage collection here while Ray shuts down on the thread: a cycle holding a Ray object, collected
+            # mid-shutdown, calls into the core worker being torn down, and Ray ends the process ("The core worker
+            # has already been shutdown", exit 1) before its records are closed; the thread turns it back on
+            collecting = gc.isenabled()
+            gc.disable()
+
+            def shutdown() -> None:
+                try:
+                    ray.shutdown()
+                finally:
+                    if collecting:
+                        gc.enable()
+
+            _stopping = threading.Thread(target=shutdown, name="amctl-ray-stop", daemon=True)
             _stopping.start()
         return
     _stopped()
