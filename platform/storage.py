@@ -12,6 +12,9 @@ import os
 import posixpath
 import shutil
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 LOCAL_SYNC_S = "0.5"  # a driver killed at any moment loses at most 0.5 s of Tune state: a file write is cheap
 REMOTE_SYNC = "auto"  # Tune's adaptive period (≥ 10 s, ≤ 5 % of the time): every sync is a bucket upload
@@ -65,14 +68,19 @@ def put_folder(local: str | os.PathLike, uri: str) -> None:
     pyarrow.fs.copy_files(str(local), uri)
 
 
-def get_folder(uri: str, local: str | os.PathLike) -> None:
-    """Copy the folder at `uri` into the local folder `local`."""
+@contextmanager
+def local_folder(uri: str) -> Iterator[Path]:
+    """The folder at `uri` as a local path for the block: itself on local storage, a temporary download otherwise."""
     if not is_remote(uri):
-        shutil.copytree(uri, local, dirs_exist_ok=True)
+        yield Path(uri)
         return
+    import tempfile
+
     import pyarrow.fs
 
-    pyarrow.fs.copy_files(uri, str(local))
+    with tempfile.TemporaryDirectory(prefix="amctl-fetch-") as tmp:
+        pyarrow.fs.copy_files(uri, tmp)
+        yield Path(tmp)
 
 
 def whole_checkpoints(fs, folder: str, prefix: str, file: str) -> tuple[list[str], list[str]]:

@@ -166,15 +166,11 @@ class Deliveries:
     def final(self, run_id: str, where: str, step: int) -> None:
         """A trial's final folder on storage (outbox.FINAL): its checkpoint and dumps as artifacts, its model as the
         run's MLflow model; the folder is removed once logged."""
-        import tempfile
-
         import torch
 
         from amlab.platform import storage
 
-        with tempfile.TemporaryDirectory(prefix="amctl-final-") as tmp:
-            storage.get_folder(where, tmp)
-            folder = Path(tmp)
+        with storage.local_folder(where) as folder:
             self.client.log_artifacts(run_id, str(folder / FINAL_CHECKPOINT), "checkpoint")
             if (folder / FINAL_DUMPS).is_dir():
                 self.client.log_artifacts(run_id, str(folder / FINAL_DUMPS), "dumps")
