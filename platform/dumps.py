@@ -34,9 +34,8 @@ def as_matrix(t: np.ndarray) -> np.ndarray:
 def write(traces: dict[str, torch.Tensor], out_dir: Path, title: str, heatmaps: bool) -> list[Path]:
     """Save all traces to traces.npz and, with `heatmaps`, one PNG heatmap per trace; return the written paths.
 
-    Drawn on bare `Figure`s with fixed margins: no pyplot state machine and no tight_layout pass, which were
-    half of a trial's closing second.  Drawing still costs ~75 ms a trace, so search trials, which no report
-    shows, keep their traces only, and never import matplotlib (0.24 s and 30 MiB in each of their workers).
+    Drawing (platform/heatmap.py) costs a few milliseconds a trace; search trials, which no report shows, keep
+    their traces only.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     arrays = {k: v.float().numpy() for k, v in traces.items()}
@@ -44,18 +43,11 @@ def write(traces: dict[str, torch.Tensor], out_dir: Path, title: str, heatmaps: 
     np.savez_compressed(paths[0], **arrays)
     if not heatmaps:
         return paths
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from amlab.platform import heatmap
 
     for name, arr in arrays.items():
-        fig = Figure(figsize=(6, 4.5), dpi=100)
-        FigureCanvasAgg(fig)
-        ax = fig.add_axes((0.11, 0.11, 0.70, 0.80))
-        im = ax.imshow(as_matrix(arr), aspect="auto", interpolation="nearest", cmap="viridis")
         xlabel, ylabel = _axes(name)
-        ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{title}: {name}")
-        fig.colorbar(im, cax=fig.add_axes((0.84, 0.11, 0.03, 0.80)))
         path = out_dir / f"{name}.png"
-        fig.savefig(path)
+        heatmap.save(as_matrix(arr), path, f"{title}: {name}", xlabel, ylabel)
         paths.append(path)
     return paths

@@ -129,7 +129,8 @@ def ends_with_command() -> bool:
 def run_then_exit(app: Callable[[], object]) -> NoReturn:
     """Run the CLI, then leave without the interpreter's teardown (about a second once torch, Ray and MLflow are
     loaded, on every command).  What that teardown would do that matters is done first: output flushed, logging
-    closed, and Ray shut down if this process started or joined it (an embedded Ray's processes stop with it)."""
+    closed, and Ray shut down if this process started or joined it (an embedded Ray's processes stop with it,
+    without waiting out its graceful teardown: resources.stop_ray_at_exit)."""
     import logging
     import sys
 
@@ -143,9 +144,9 @@ def run_then_exit(app: Callable[[], object]) -> NoReturn:
         if isinstance(e.code, str):
             print(e.code, file=sys.stderr)
     if "ray" in sys.modules:
-        from amlab.platform.resources import stop_ray
+        from amlab.platform.resources import stop_ray_at_exit
 
-        stop_ray()
+        stop_ray_at_exit()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ray import tune
 from ray.tune.execution import class_cache
 
-from amlab.platform import errors, lease, records, resources, storage
+from amlab.platform import errors, lease, records, resources, storage, tracking
 from amlab.platform.callbacks import Bookkeeper, CancelStopper, Display, Progress, attach_display
 from amlab.platform.launch import Launch
 from amlab.platform.records import SweepContext
@@ -128,6 +128,7 @@ def _tune(launch: Launch, ctx: SweepContext, pending: list[CellPlan], settings: 
                                       failure_config=tune.FailureConfig(max_failures=launch.resources.max_failures)),
         )
     resources.request(plan, shape)  # under an autoscaler: the nodes for `concurrency` trials, at once
+    tracking.prepare_model_logging()  # each trial's model is logged as it ends
     try:
         tuner.fit()
     finally:

@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -178,6 +179,29 @@ class Deliveries:
         storage.remove(where)
 
 
+_prepared: threading.Thread | None = None  # prepare_model_logging's thread, once per process
+
+
+def prepare_model_logging() -> None:
+    """Do ahead, on a thread, what a process's first log_model spends most of its second on: importing
+    mlflow.pytorch, and MLflow's map of every installed distribution to its modules, which log_model reads to
+    check the requirements it records against this environment (reading each distribution's RECORD file).
+
+    Called as a sweep's trials start: the driver mostly waits while their workers boot and train, so that work
+    no longer sits between a trial's last report and the launch's end.  log_model waits for it.
+    """
+    global _prepared
+    if _prepared is None:
+        def prepare() -> None:
+            import mlflow.pytorch  # noqa: F401
+            from mlflow.utils import requirements_utils
+
+            requirements_utils._init_packages_to_modules_map()  # MLflow's cache of it for this process
+
+        _prepared = threading.Thread(target=prepare, name="amctl-mlflow-prepare", daemon=True)
+        _prepared.start()
+
+
 def log_model(c: MlflowClient, tracking_uri: str, run_id: str, module: nn.Module, step: int) -> None:
     """Log `module` as the run's MLflow model `MODEL`, linked to the metrics logged at `step`.
 
@@ -199,6 +223,8 @@ def log_model(c: MlflowClient, tracking_uri: str, run_id: str, module: nn.Module
     import mlflow.pytorch
     import torch
 
+    if _prepared is not None:
+        _prepared.join()
     run = c.get_run(run_id)
     logged = c.create_logged_model(run.info.experiment_id, name=MODEL, source_run_id=run_id, params=run.data.params)
     with process_tracking_uri(tracking_uri):

@@ -106,9 +106,18 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint(ray_local, setting
     assert len(configs) == 2 and not any(names_a_store(c, settings) for c in configs)
 
 
+def running(p: psutil.Process) -> bool:
+    """Still running: a zombie (dead, not yet reaped by whoever adopted it) is not."""
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 @pytest.mark.embedded
 def test_an_embedded_ray_listens_on_loopback_only(tmp_path, monkeypatch):
-    """`amctl launch run` with no cluster starts its own Ray: no port of it may be reachable from the network."""
+    """`amctl launch run` with no cluster starts its own Ray: no port of it may be reachable from the network, and
+    none of its processes outlive the launch."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"AMCTL_HOME": str(tmp_path)}
     cmd = [sys.executable, str(REPO / "amctl.py"), "launch", "run", "-m", "lstm", "-t", "copy", "--json",
            "--set", "train.steps=4000", "--set", "train.eval_every=1000", "--set", "mechanism.d_model=16"]
@@ -133,6 +142,12 @@ def test_an_embedded_ray_listens_on_loopback_only(tmp_path, monkeypatch):
         if run.poll() is None:
             run.kill()
     assert run.returncode == 0, err[-3000:]
+    # the launch does not wait out Ray's graceful teardown (resources.stop_ray_at_exit), yet leaves none of its
+    # processes: not the raylet's agents either, which outlive a raylet killed alone by a minute
+    deadline = time.time() + 10
+    while (left := [p for p in tree if running(p)]) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not left, f"Ray's processes outlived the launch: {[p.name() for p in left]}"
     assert {"gcs_server", "raylet"} <= set(listening), f"Ray's processes were not seen: {sorted(listening)}"
     exposed = {name: ips - LOOPBACK for name, ips in listening.items() if ips - LOOPBACK}
     assert not exposed, f"listening beyond loopback: {exposed}"
