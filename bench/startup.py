@@ -15,7 +15,7 @@
 
 Every launch is checked to have trained its steps (a launch that trained nothing proves nothing).
 
-    python bench/startup.py [--steps 50] [--repeats 2]
+    python bench/startup.py [--steps 50] [--repeats 2] [--against OTHER_CHECKOUT]
 """
 
 from __future__ import annotations
@@ -56,9 +56,10 @@ def served_launches(home: str) -> int:
     return log.read_text().count("served launch run") if log.exists() else 0
 
 
-def launch(home: str, steps: int, served: bool | None = None, env: dict[str, str] | None = None) -> float:
+def launch(home: str, steps: int, served: bool | None = None, env: dict[str, str] | None = None,
+           amctl: list[str] = AMCTL) -> float:
     """One launch's wall time, checked to have trained (and, with `served`, to have run in the resident or not)."""
-    cmd = [*AMCTL, "launch", "run", "-m", "lstm", "-t", "copy", "--set", f"train.steps={steps}",
+    cmd = [*amctl, "launch", "run", "-m", "lstm", "-t", "copy", "--set", f"train.steps={steps}",
            "--set", f"train.eval_every={steps}", "--set", "mechanism.d_model=16", "--fresh", "--json"]
     before = served_launches(home)
     elapsed, done = timed(cmd, {"AMCTL_HOME": home} | ({} if served is not False else {"AMCTL_RESIDENT": "0"}) | (env or {}))
@@ -104,13 +105,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--against", type=Path, help="another checkout of amctl with its own .venv (e.g. `git worktree add "
+                    "/tmp/old COMMIT`): its cold launch interleaved with this one's, for a before/after ratio")
     args = ap.parse_args()
-    homes, cold, prestarted, warm, joined = [], [], [], [], []
-    for _ in range(args.repeats):  # interleaved: amctl's embedded Ray, and the same with Ray's default prestart
+    other = [str(args.against / ".venv" / "bin" / "python"), str(args.against / "amctl.py")] if args.against else None
+    homes, cold, prestarted, warm, joined, before = [], [], [], [], [], []
+    for _ in range(args.repeats):  # interleaved: amctl's embedded Ray, the same with Ray's default prestart, --against
         homes.append(tempfile.mkdtemp(prefix="amctl-bench-"))
         cold.append(launch(homes[-1], args.steps))
         homes.append(tempfile.mkdtemp(prefix="amctl-bench-"))
         prestarted.append(launch(homes[-1], args.steps, env={PRESTART: "1"}))
+        if other:
+            homes.append(tempfile.mkdtemp(prefix="amctl-bench-"))
+            before.append(launch(homes[-1], args.steps, amctl=other))
     warm_home = tempfile.mkdtemp(prefix="amctl-bench-")
     homes.append(warm_home)
     up, _ = timed([*AMCTL, "cluster", "up"], {"AMCTL_HOME": warm_home})  # a fresh home's local cluster
@@ -133,6 +140,12 @@ def main() -> None:
     print(f"{'cold (fresh home, embedded Ray)':52s} {c:7.1f}")
     p = statistics.median(prestarted)
     print(f"{'  the same with a worker per CPU prestarted (Ray default)':52s} {p:7.1f}   ÷ cold {p / c:.2f}")
+    if other:
+        b = statistics.median(before)
+        commit = subprocess.run(["git", "-C", str(args.against), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
+        print(f"{f'  cold with {args.against} ({commit})':52s} {b:7.1f}   ÷ cold {b / c:.2f}"
+              f"   (each: {', '.join(f'{x:.1f}' for x in before)} against {', '.join(f'{x:.1f}' for x in cold)})")
     print(f"{'warm: served by the resident, at once after up':52s} {first:7.1f}   cold ÷ it {c / first:.2f}")
     print(f"{'warm: served by the resident':52s} {w:7.1f}   cold ÷ it {c / w:.2f}")
     print(f"{'warm: own process joining the head (AMCTL_RESIDENT=0)':52s} {j:7.1f}   cold ÷ it {c / j:.2f}")
