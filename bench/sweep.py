@@ -10,9 +10,10 @@ configurations run one after another in a plain PyTorch loop, and as a bare Ray 
 
 `--substantial` trains 8 × 4000 steps of a wider model (the regime a real sweep is in); the default is
 8 short trials (300 steps), where fixed costs dominate.  `--warm` also times the same sweep served by a fresh
-home's warm local cluster (`amctl cluster up` before it, untimed: platform/resident.py).
+home's warm local cluster (`amctl cluster up` before it, untimed: platform/resident.py).  `--against` also
+times another checkout's cold sweep of the same spec (checked to train the same configurations).
 
-    python bench/sweep.py [--trials 8] [--steps 300 | --substantial] [--warm]
+    python bench/sweep.py [--trials 8] [--steps 300 | --substantial] [--warm] [--against OTHER_CHECKOUT]
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def trained_configs(home: str, trials: int, steps: int) -> list[dict]:
         return [t.config for t in done]
 
 
-def launch(spec: dict, trials: int, steps: int, warm: bool) -> tuple[float, float, dict, list[dict]]:
+def launch(spec: dict, trials: int, steps: int, warm: bool, amctl: list[str] = AMCTL) -> tuple[float, float, dict, list[dict]]:
     """`amctl launch sweep` in a fresh home, timed as a whole command, with its driver's CPU seconds (the cores the
     driver takes from the trials); `warm`: served by that home's warm local cluster (`amctl cluster up` first,
     untimed, and checked in its driver's log to have served the sweep)."""
@@ -105,19 +106,19 @@ def launch(spec: dict, trials: int, steps: int, warm: bool) -> tuple[float, floa
         path = Path(home) / "sweep.yaml"
         path.write_text(yaml.safe_dump(spec))
         if warm:
-            subprocess.run([*AMCTL, "cluster", "up"], env=env, capture_output=True, check=True)
+            subprocess.run([*amctl, "cluster", "up"], env=env, capture_output=True, check=True)
             time.sleep(5)  # a user's next command: the prestarted workers have imported by then
         try:
             cpu = driver_cpu(home, warm)
             t0 = time.perf_counter()
-            out = subprocess.run([*AMCTL, "launch", "sweep", str(path), "--json"], env=env, capture_output=True, text=True)
+            out = subprocess.run([*amctl, "launch", "sweep", str(path), "--json"], env=env, capture_output=True, text=True)
             swept = time.perf_counter() - t0
             cpu = driver_cpu(home, warm) - cpu
             if warm and "served launch sweep" not in (Path(home) / "local-driver.log").read_text():
                 sys.exit("the warm sweep was not served by the local cluster's driver")
         finally:
             if warm:
-                subprocess.run([*AMCTL, "cluster", "down"], env=env, capture_output=True)
+                subprocess.run([*amctl, "cluster", "down"], env=env, capture_output=True)
         if out.returncode != 0:
             sys.exit(f"sweep failed:\n{out.stderr[-3000:]}")
         return swept, cpu, json.loads(out.stdout), trained_configs(home, trials, steps)
@@ -139,6 +140,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--substantial", action="store_true", help="8 × 4000 steps of lstm d_model=128")
     ap.add_argument("--warm", action="store_true", help="also the sweep served by a warm local cluster (cluster up)")
+    ap.add_argument("--against", type=Path, help="another checkout of amctl with its own .venv (e.g. `git worktree add "
+                    "/tmp/old COMMIT`): its cold sweep of the same spec right after this one's, for a before/after ratio")
     args = ap.parse_args()
     width = 64
     if args.substantial:
@@ -149,6 +152,11 @@ def main() -> None:
         warm_swept, warm_cpu, warm_result, warm_configs = launch(spec, args.trials, args.steps, warm=True)
         if warm_configs != configs:
             sys.exit("the warm sweep trained other configurations than the cold one (the same seeded spec)")
+    if args.against:
+        other = [str(args.against / ".venv" / "bin" / "python"), str(args.against / "amctl.py")]
+        before, before_cpu, _, before_configs = launch(spec, args.trials, args.steps, warm=False, amctl=other)
+        if before_configs != configs:
+            sys.exit(f"{args.against} trained other configurations than this checkout (the same seeded spec)")
     pooled = pool(configs)
     torch.set_num_threads(os.cpu_count() or 1)
     sequential = sum(plain(c) for c in configs)
@@ -159,6 +167,12 @@ def main() -> None:
     label = f"amctl launch sweep (concurrency {result['concurrency']})"
     print(f"{label:52s} {swept:8.1f} {sequential / swept:9.2f}")
     print(f"amctl ÷ pool: {swept / pooled:.2f}   (status {result['status']}; the amctl process used {cpu:.1f} CPU s)")
+    if args.against:
+        commit = subprocess.run(["git", "-C", str(args.against), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
+        label = f"  the same with {args.against} ({commit})"
+        print(f"{label:52s} {before:8.1f} {sequential / before:9.2f}")
+        print(f"  it ÷ this checkout: {before / swept:.2f}   (its amctl process used {before_cpu:.1f} CPU s)")
     if args.warm:
         label = "amctl launch sweep, served by a warm local cluster"
         print(f"{label:52s} {warm_swept:8.1f} {sequential / warm_swept:9.2f}")
