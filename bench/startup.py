@@ -10,8 +10,10 @@
   parts  each piece of the cold path on its own, in fresh processes: bare interpreter, imports (and the
          heaviest modules among them), the stores' first opening (MLflow's schema copied from this machine's
          cache, and migrated anew with an empty cache: platform/schema_cache.py), `ray.init` + `ray.shutdown` (as amctl
-         starts it: no dashboard).  A launch starts Ray on a thread while it imports and opens its stores,
-         so the parts add up to more than the launch.
+         starts it: no dashboard), a reported trial's final dump (its heatmaps drawn), and the driver's first
+         MLflow model logging with and without the preparation a launch does while its trials start.  A launch
+         starts Ray on a thread while it imports and opens its stores, so the parts add up to more than it.
+  --against  another checkout's cold launch (and final dump) interleaved with this one's: before and after
 
 Every launch is checked to have trained its steps (a launch that trained nothing proves nothing).
 
@@ -101,6 +103,52 @@ def parts(home: str) -> dict[str, float]:
             "ray.init (embedded)": start, "ray.shutdown": stop}
 
 
+DUMP = """
+import sys, tempfile, time, torch
+from pathlib import Path
+from amlab.platform.spec import validate_run
+from amlab.platform.train import dump_introspection
+from amlab.workloads.model import build_model
+from amlab.workloads.registry import TASKS
+spec = validate_run({"mechanism": {"name": "lstm"}, "task": {"name": "copy"}})
+task = TASKS.get("copy").build(spec.task_params())
+model = build_model("lstm", spec.mechanism_params(), task, "copy")
+cpu = time.process_time()
+paths = dump_introspection(model, task, spec, torch.device("cpu"), Path(tempfile.mkdtemp()), heatmaps=True)
+assert sum(p.suffix == ".png" for p in paths) >= 2, paths
+print(time.process_time() - cpu)
+"""
+LOG_MODEL = """
+import sys, time, torch
+from amlab.platform import tracking
+from amlab.platform.settings import Settings
+c = tracking.client(Settings.load())
+run = c.create_run(c.create_experiment("bench")).info.run_id
+if sys.argv[1] == "prepared":  # as a launch does while its trials start, untimed here
+    tracking.prepare_model_logging()
+    tracking._prepared.join()
+t = time.perf_counter()
+tracking.log_model(c, Settings.load().mlflow_uri, run, torch.nn.Linear(4, 4), 1)
+print(time.perf_counter() - t)
+"""
+
+
+def end_of_trial(python: str = PY) -> float:
+    """CPU seconds of a reported trial's final dump (lstm × copy: traces and heatmaps), imports included, in a
+    fresh process of `python` (this checkout's, or --against's)."""
+    return float(timed([python, "-c", DUMP])[1].stdout)
+
+
+def log_model(prepared: bool) -> float:
+    """Wall seconds of a driver's first log_model in a fresh process and home, with MLflow's preparation done ahead
+    (as a launch does while its trials start: tracking.prepare_model_logging) or not."""
+    home = tempfile.mkdtemp(prefix="amctl-bench-")
+    try:
+        return float(timed([PY, "-c", LOG_MODEL, "prepared" if prepared else "cold"], {"AMCTL_HOME": home})[1].stdout)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=50)
@@ -131,6 +179,11 @@ def main() -> None:
     finally:
         down, _ = timed([*AMCTL, "cluster", "down"], {"AMCTL_HOME": warm_home})
     pieces = parts(tempfile.mkdtemp(prefix="amctl-bench-"))
+    pieces["a reported trial's final dump, CPU s (heatmaps drawn)"] = statistics.median(end_of_trial() for _ in range(3))
+    if other:
+        pieces[f"  the same with {args.against}"] = statistics.median(end_of_trial(other[0]) for _ in range(3))
+    pieces["the driver's first log_model, MLflow not prepared"] = statistics.median(log_model(False) for _ in range(3))
+    pieces["  prepared while the trials start (what a launch does)"] = statistics.median(log_model(True) for _ in range(3))
     imported = imports()
     for h in homes:
         shutil.rmtree(h, ignore_errors=True)
