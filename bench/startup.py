@@ -41,6 +41,15 @@ AMCTL = [PY, str(Path(__file__).resolve().parents[1] / "amctl.py")]
 HEAVY = ("torch", "ray", "ray.tune", "ray.train", "mlflow", "mlflow.genai", "matplotlib", "optuna", "sqlalchemy", "pandas")
 
 
+def checkout(path: Path) -> list[str]:
+    """The amctl command of another checkout (--against): its own venv's interpreter and its amctl.py."""
+    return [str(path / ".venv" / "bin" / "python"), str(path / "amctl.py")]
+
+
+def commit(path: Path) -> str:
+    return subprocess.run(["git", "-C", str(path), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess]:
     t0 = time.perf_counter()
     # no cluster and no stores but amctl's own in the given home
@@ -156,7 +165,7 @@ def main() -> None:
     ap.add_argument("--against", type=Path, help="another checkout of amctl with its own .venv (e.g. `git worktree add "
                     "/tmp/old COMMIT`): its cold launch interleaved with this one's, for a before/after ratio")
     args = ap.parse_args()
-    other = [str(args.against / ".venv" / "bin" / "python"), str(args.against / "amctl.py")] if args.against else None
+    other = checkout(args.against) if args.against else None
     homes, cold, prestarted, warm, joined, before = [], [], [], [], [], []
     for _ in range(args.repeats):  # interleaved: amctl's embedded Ray, the same with Ray's default prestart, --against
         homes.append(tempfile.mkdtemp(prefix="amctl-bench-"))
@@ -195,9 +204,7 @@ def main() -> None:
     print(f"{'  the same with a worker per CPU prestarted (Ray default)':52s} {p:7.1f}   ÷ cold {p / c:.2f}")
     if other:
         b = statistics.median(before)
-        commit = subprocess.run(["git", "-C", str(args.against), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
-        print(f"{f'  cold with {args.against} ({commit})':52s} {b:7.1f}   ÷ cold {b / c:.2f}"
+        print(f"{f'  cold with {args.against} ({commit(args.against)})':52s} {b:7.1f}   ÷ cold {b / c:.2f}"
               f"   (each: {', '.join(f'{x:.1f}' for x in before)} against {', '.join(f'{x:.1f}' for x in cold)})")
     print(f"{'warm: served by the resident, at once after up':52s} {first:7.1f}   cold ÷ it {c / first:.2f}")
     print(f"{'warm: served by the resident':52s} {w:7.1f}   cold ÷ it {c / w:.2f}")

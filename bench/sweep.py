@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import psutil
+import startup  # bench/startup.py: how another checkout (--against) is run
 import torch
 import yaml
 
@@ -153,8 +154,8 @@ def main() -> None:
         if warm_configs != configs:
             sys.exit("the warm sweep trained other configurations than the cold one (the same seeded spec)")
     if args.against:
-        other = [str(args.against / ".venv" / "bin" / "python"), str(args.against / "amctl.py")]
-        before, before_cpu, _, before_configs = launch(spec, args.trials, args.steps, warm=False, amctl=other)
+        before, before_cpu, _, before_configs = launch(spec, args.trials, args.steps, warm=False,
+                                                        amctl=startup.checkout(args.against))
         if before_configs != configs:
             sys.exit(f"{args.against} trained other configurations than this checkout (the same seeded spec)")
     pooled = pool(configs)
@@ -168,9 +169,7 @@ def main() -> None:
     print(f"{label:52s} {swept:8.1f} {sequential / swept:9.2f}")
     print(f"amctl ÷ pool: {swept / pooled:.2f}   (status {result['status']}; the amctl process used {cpu:.1f} CPU s)")
     if args.against:
-        commit = subprocess.run(["git", "-C", str(args.against), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
-        label = f"  the same with {args.against} ({commit})"
+        label = f"  the same with {args.against} ({startup.commit(args.against)})"
         print(f"{label:52s} {before:8.1f} {sequential / before:9.2f}")
         print(f"  it ÷ this checkout: {before / swept:.2f}   (its amctl process used {before_cpu:.1f} CPU s)")
     if args.warm:

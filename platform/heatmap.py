@@ -29,10 +29,16 @@ def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=13)
 
 
+def span(matrix: np.ndarray) -> tuple[float, float]:
+    """The least and greatest finite values: the colour scale's ends ((0, 0) when there are none)."""
+    finite = np.asarray(matrix, dtype=np.float64)[np.isfinite(matrix)]
+    return (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+
+
 def colours(matrix: np.ndarray) -> np.ndarray:
     """Each cell's RGB: its value's place between the matrix's least and greatest (NaN: white)."""
     m = np.asarray(matrix, dtype=np.float64)
-    lo, hi = (np.nanmin(m), np.nanmax(m)) if np.isfinite(m).any() else (0.0, 0.0)
+    lo, hi = span(m)
     scaled = np.zeros_like(m) if hi <= lo else (m - lo) / (hi - lo)
     rgb = LUT[(np.nan_to_num(scaled, nan=0.0).clip(0, 1) * 255).round().astype(int)]
     rgb[~np.isfinite(m)] = 255
@@ -74,8 +80,7 @@ def draw(matrix: np.ndarray, title: str, xlabel: str, ylabel: str) -> Image.Imag
     ImageDraw.Draw(label).text(((bottom - top) / 2, 9), ylabel, fill=INK, font=_font(), anchor="mm")
     image.paste(label.rotate(90, expand=True), (8, top))
     # the colour bar: the greatest value at the top
-    finite = np.asarray(matrix, dtype=np.float64)[np.isfinite(matrix)]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    lo, hi = span(matrix)
     x0, x1 = BAR
     gradient = LUT[np.linspace(255, 0, bottom - top).round().astype(int)][:, None, :].repeat(x1 - x0, axis=1)
     image.paste(Image.fromarray(gradient), (x0, top))
