@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import ray
@@ -63,6 +64,7 @@ def start_ray(settings: Settings, address: str | None = None, bare_job: bool = F
         os.environ.update(OFFLINE | {"RAY_preload_python_modules": ",".join(local_cluster.PRELOADED)})
         os.environ.setdefault(local_cluster.PRESTART, "0")
         options = {"include_dashboard": False}  # the Jobs API serves `--address` clusters, never this one
+    lean = nullcontext() if "address" in options else _lean_head()
     if threading.current_thread() is threading.main_thread():  # Ray sets this only when init runs on the main thread
         signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(signum))
     outcome: list[BaseException | None] = []
@@ -70,7 +72,8 @@ def start_ray(settings: Settings, address: str | None = None, bare_job: bool = F
 
     def start() -> None:
         try:
-            ray.init(log_to_driver=False, logging_level="ERROR", **options)
+            with lean:
+                ray.init(log_to_driver=False, logging_level="ERROR", **options)
             outcome.append(None)
         except BaseException as e:  # handed to ensure_ray, raised on the main thread
             outcome.append(e)
@@ -155,6 +158,35 @@ def _stopped() -> None:
     if _stopping is not None:
         _stopping.join()
         _stopping = None
+
+
+@contextmanager
+def _lean_head():
+    """`ray.init` starting an embedded head without the three processes it has no use for, about 1 s of a cold launch.
+
+    Ray 2.60 starts them whatever `ray.init` is given, and has no public switch for them:
+      - the dashboard head, which with `include_dashboard=False` serves only usage statistics (off: settings.OFFLINE),
+        and which `ray.init` waits for until it has registered (0.6-1.4 s here);
+      - the autoscaler's monitor: one fixed node has nothing to scale (`ray start --no-monitor`);
+      - the log monitor, which ships workers' output to drivers, and this one is started with `log_to_driver=False`
+        (`ray start --include-log-monitor=false`).
+    Both monitors use about 0.4 CPU s each while the launch's imports need the cores.  The raylet, its agents
+    (metrics for dashboards/grafana, runtime environments) and the GCS start as always.  Patched for the duration
+    of `ray.init` only; tests/test_faults.py checks which processes an embedded Ray runs.
+    """
+    from ray._private.node import Node
+    from ray._private.parameter import RayParams
+
+    init, api_server = RayParams.__init__, Node.start_api_server
+
+    def params(self: RayParams, *args: object, **kwargs: object) -> None:
+        init(self, *args, **kwargs | {"no_monitor": True, "include_log_monitor": False})
+
+    RayParams.__init__, Node.start_api_server = params, lambda self, **_: None
+    try:
+        yield
+    finally:
+        RayParams.__init__, Node.start_api_server = init, api_server
 
 
 def local_only() -> None:

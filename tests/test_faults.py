@@ -116,18 +116,20 @@ def running(p: psutil.Process) -> bool:
 
 @pytest.mark.embedded
 def test_an_embedded_ray_listens_on_loopback_only(tmp_path, monkeypatch):
-    """`amctl launch run` with no cluster starts its own Ray: no port of it may be reachable from the network, and
-    none of its processes outlive the launch."""
+    """`amctl launch run` with no cluster starts its own Ray: no port of it may be reachable from the network, it
+    runs none of the head processes a single fixed node has no use for, and none of its processes outlive the launch."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"AMCTL_HOME": str(tmp_path)}
     cmd = [sys.executable, str(REPO / "amctl.py"), "launch", "run", "-m", "lstm", "-t", "copy", "--json",
            "--set", "train.steps=4000", "--set", "train.eval_every=1000", "--set", "mechanism.d_model=16"]
     run = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     listening: dict[str, set[str]] = {}
+    commands: list[str] = []
     try:
         deadline = time.time() + 240
         while time.time() < deadline and run.poll() is None:
             tree = psutil.Process(run.pid).children(recursive=True)
             if any("ImplicitFunc" in command_line(p) for p in tree):  # a trial is training
+                commands = [command_line(p) for p in tree]
                 for p in tree:
                     try:
                         names = p.name()
@@ -149,6 +151,10 @@ def test_an_embedded_ray_listens_on_loopback_only(tmp_path, monkeypatch):
         time.sleep(0.2)
     assert not left, f"Ray's processes outlived the launch: {[p.name() for p in left]}"
     assert {"gcs_server", "raylet"} <= set(listening), f"Ray's processes were not seen: {sorted(listening)}"
+    # resources._lean_head: no dashboard head, no autoscaler monitor, no log monitor; the raylet's agents run
+    assert any("DashboardAgent" in c for c in commands) and any("RuntimeEnvAgent" in c for c in commands), commands
+    unneeded = [c for c in commands if any(f"/{name}.py" in c for name in ("dashboard", "monitor", "log_monitor"))]
+    assert not unneeded, f"an embedded head ran processes it has no use for: {unneeded}"
     exposed = {name: ips - LOOPBACK for name, ips in listening.items() if ips - LOOPBACK}
     assert not exposed, f"listening beyond loopback: {exposed}"
     assert sum(len(ips) for ips in listening.values()) >= 2
