@@ -73,9 +73,10 @@ def up(settings: Settings, app: str) -> tuple[dict[str, Any], bool]:
     # would import as many again on the same cores while `up` waits, then idle beside them
     preload[PRESTART] = os.environ.get(PRESTART, "0")
     ray = Path(sys.executable).with_name("ray")
+    # no autoscaler monitor: one fixed node has nothing to scale (its log monitor stays, for scripts that attach)
     with open(settings.home / "local-ray.log", "ab") as log:
         proc = subprocess.Popen([str(ray), "start", "--head", "--block", f"--port={port}", f"--temp-dir={temp_dir}",
-                                 "--include-dashboard=false", "--disable-usage-stats"],
+                                 "--include-dashboard=false", "--disable-usage-stats", "--no-monitor"],
                                 env=os.environ | env | preload, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + START_TIMEOUT_S
     while proc.poll() is None and time.time() < deadline:  # up once its GCS answers and its raylet runs
