@@ -35,7 +35,7 @@ BARE_TUNE = """
 import json, sys, ray
 from ray import tune
 import sweep as b
-from amlab.platform.resources import local_only
+from amlab.platform.ray_runtime import local_only
 local_only()
 ray.init(logging_level="ERROR", include_dashboard=False)
 def trial(config):

@@ -10,7 +10,7 @@
   parts  each piece of the cold path on its own, in fresh processes: bare interpreter, imports (and the
          heaviest modules among them), the stores' first opening (MLflow's schema copied from this machine's
          cache, and migrated anew with an empty cache: platform/schema_cache.py), `ray.init` + `ray.shutdown` (as amctl
-         starts it, without the head processes one fixed node has no use for: resources._lean_head; and with
+         starts it, without the head processes one fixed node has no use for: ray_runtime._lean_head; and with
          all that Ray starts by default), a reported trial's final dump (its heatmaps drawn), and the driver's first
          MLflow model logging with and without the preparation a launch does while its trials start.  A launch
          starts Ray on a thread while it imports and opens its stores, so the parts add up to more than it.
@@ -103,11 +103,11 @@ def parts(home: str) -> dict[str, float]:
     uncached, _ = timed([PY, "-c", stores], {"AMCTL_HOME": home, "XDG_CACHE_HOME": tempfile.mkdtemp(prefix="amctl-bench-")})
     shutil.rmtree(home)
     with_stores, _ = timed([PY, "-c", stores], {"AMCTL_HOME": home})  # MLflow's schema from the cache (schema_cache.py)
-    ray_cmd = ("import sys, time; from amlab.platform import resources; from amlab.platform.settings import Settings; "
+    ray_cmd = ("import sys, time; from amlab.platform import ray_runtime; from amlab.platform.settings import Settings; "
                "import ray; t = time.perf_counter(); "
-               "resources.ensure_ray(Settings.load()) if sys.argv[1] == 'amctl' else "
-               "(resources.local_only(), ray.init(logging_level='ERROR', include_dashboard=False)); "
-               "a = time.perf_counter(); resources.stop_ray(); print(a - t, time.perf_counter() - a)")
+               "ray_runtime.ensure_ray(Settings.load()) if sys.argv[1] == 'amctl' else "
+               "(ray_runtime.local_only(), ray.init(logging_level='ERROR', include_dashboard=False)); "
+               "a = time.perf_counter(); ray_runtime.stop_ray(); print(a - t, time.perf_counter() - a)")
     times = {how: map(float, timed([PY, "-c", ray_cmd, how], {"AMCTL_HOME": home})[1].stdout.split()) for how in ("amctl", "ray")}
     (start, stop), (every, _) = times["amctl"], times["ray"]
     return {"interpreter start and exit": bare, "stores' first opening (schemas)": with_stores - without,

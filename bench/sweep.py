@@ -66,7 +66,7 @@ def pool(configs: list[dict]) -> float:
     """The configurations as a bare Ray task pool, timed as a whole process (start, ray.init, tasks, shutdown)."""
     here = str(Path(__file__).parent)
     code = (f"import json, sys, ray; sys.path.insert(0, {here!r}); import sweep as b; "
-            "from amlab.platform.resources import local_only; local_only(); ray.init(logging_level='ERROR'); "
+            "from amlab.platform.ray_runtime import local_only; local_only(); ray.init(logging_level='ERROR'); "
             "f = ray.remote(num_cpus=1)(lambda c: (__import__('torch').set_num_threads(1), b.plain(c))[1]); "
             "print(sum(ray.get([f.remote(c) for c in json.loads(sys.stdin.read())]))); ray.shutdown()")
     t0 = time.perf_counter()

@@ -77,12 +77,12 @@ def recorded(name: str) -> tuple[Launch, dict[str, Any]]:
 def launch(lch: Launch, *, address: str | None = None, fresh: bool = False, extend: bool = False, display=None,
            on_plan=None):
     """Run a launch on the local or joined Ray cluster; `fresh` first deletes what an earlier launch recorded."""
-    from amlab.platform import resources
+    from amlab.platform import ray_runtime, resources
 
     resources.check_local_devices(lch.resources.gpus_per_worker, address)
     errors.hold_interrupts()  # until run_sweep can close what it records
     try:
-        resources.start_ray(stores := settings(), address)  # it starts while the imports below and the stores open
+        ray_runtime.start_ray(stores := settings(), address)  # it starts while the imports below and the stores open
         from amlab.platform.sweep import run_sweep
 
         if fresh and exists(lch.name):

@@ -130,7 +130,7 @@ def run_then_exit(app: Callable[[], object]) -> NoReturn:
     """Run the CLI, then leave without the interpreter's teardown (about a second once torch, Ray and MLflow are
     loaded, on every command).  What that teardown would do that matters is done first: output flushed, logging
     closed, and Ray shut down if this process started or joined it (an embedded Ray's processes stop with it,
-    without waiting out its graceful teardown: resources.stop_ray_at_exit)."""
+    without waiting out its graceful teardown: ray_runtime.stop_ray_at_exit)."""
     import logging
     import sys
 
@@ -144,7 +144,7 @@ def run_then_exit(app: Callable[[], object]) -> NoReturn:
         if isinstance(e.code, str):
             print(e.code, file=sys.stderr)
     if "ray" in sys.modules:
-        from amlab.platform.resources import stop_ray_at_exit
+        from amlab.platform.ray_runtime import stop_ray_at_exit
 
         stop_ray_at_exit()
     logging.shutdown()

@@ -153,9 +153,9 @@ class Resident:
         none (and a trial actor none either, platform/sweep.py).  This job needs none: the head was started from
         this environment (`cluster up`), so its workers inherit the stores from it.
         """
-        from amlab.platform import local_cluster, resources
+        from amlab.platform import local_cluster, ray_runtime
 
-        resources.ensure_ray(Settings.load(), bare_job=True)  # joins the local head recorded in AMCTL_HOME
+        ray_runtime.ensure_ray(Settings.load(), bare_job=True)  # joins the local head recorded in AMCTL_HOME
         self.head = local_cluster.running(Settings.load())["pid"]  # its processes' session (its workers' too)
 
     def prestart(self, first: bool = False) -> None:
@@ -166,19 +166,14 @@ class Resident:
         local_cluster.PRESTART) do not take a trial's actor, and Ray stops them once idle workers outnumber the
         CPUs (those prestarted here are kept: KEEP_ALIVE_S)."""
         import ray
-        from ray._private.grpc_utils import init_grpc_channel
-        from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc, runtime_environment_pb2
+
+        from amlab.platform import ray_runtime
 
         node = next(n for n in ray.nodes() if n["Alive"])
         wanted = int(node["Resources"].get("CPU", 1)) - (0 if first else len(self.idle_workers()))
         if wanted > 0:
-            stub = node_manager_pb2_grpc.NodeManagerServiceStub(
-                init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}"))
             try:  # without them a trial starts its own worker, as a joined launch's does
-                stub.PrestartWorkers(node_manager_pb2.PrestartWorkersRequest(
-                    language=common_pb2.PYTHON, job_id=bytes.fromhex(ray.get_runtime_context().get_job_id()),
-                    runtime_env_info=runtime_environment_pb2.RuntimeEnvInfo(serialized_runtime_env="{}"),
-                    keep_alive_duration_secs=KEEP_ALIVE_S, num_workers=wanted), timeout=10)
+                ray_runtime.prestart_workers(wanted, KEEP_ALIVE_S)
             except Exception as e:  # grpc's errors: logged, the resident keeps serving
                 print(f"prestarting {wanted} Ray workers failed: {e}", flush=True)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ray import tune
 from ray.tune.execution import class_cache
 
-from amlab.platform import errors, lease, records, resources, storage, tracking
+from amlab.platform import errors, lease, ray_runtime, records, resources, storage, tracking
 from amlab.platform.callbacks import Bookkeeper, CancelStopper, Display, Progress, attach_display
 from amlab.platform.launch import Launch
 from amlab.platform.records import SweepContext
@@ -81,7 +81,7 @@ def run_sweep(
             interrupted = True
         finally:  # whatever happened, no record stays RUNNING
             if release_ray:
-                resources.stop_ray(wait=False)
+                ray_runtime.stop_ray(wait=False)
             status = records.finalize(ctx, launch.cells, interrupted=interrupted)
     if launch.kind is Kind.SWEEP:
         publish_report(ctx)
@@ -100,7 +100,7 @@ def _tune(launch: Launch, ctx: SweepContext, pending: list[CellPlan], settings: 
     # Tune gives every trial actor PL_DISABLE_FORK (for PyTorch Lightning, unused here); with no runtime env at
     # all, Ray hands a trial's actor a prestarted worker, its modules already imported (local_cluster.PRELOADED)
     class_cache.DEFAULT_ENV_VARS.pop("PL_DISABLE_FORK", None)
-    resources.ensure_ray(settings, address)
+    ray_runtime.ensure_ray(settings, address)
     total = sum(c.trials for c in pending)
     shape = resources.cluster_shape()
     plan = resources.plan(launch.resources, total, shape)  # before any trial: a sweep that can never fit fails here
@@ -129,6 +129,7 @@ def _tune(launch: Launch, ctx: SweepContext, pending: list[CellPlan], settings: 
         )
     resources.request(plan, shape)  # under an autoscaler: the nodes for `concurrency` trials, at once
     tracking.prepare_model_logging()  # each trial's model is logged as it ends
+    ray_runtime.await_prestarted()  # the first trial takes the worker started with an embedded Ray
     try:
         tuner.fit()
     finally:

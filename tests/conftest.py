@@ -106,7 +106,7 @@ def ray_local(settings, ray_cluster):
     """The driver of this test process, joined to the session's cluster the way amctl joins one."""
     import ray
 
-    from amlab.platform.resources import ensure_ray
+    from amlab.platform.ray_runtime import ensure_ray
 
     ensure_ray(settings, ray_cluster.address)
     yield ray

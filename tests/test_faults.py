@@ -117,17 +117,20 @@ def running(p: psutil.Process) -> bool:
 @pytest.mark.embedded
 def test_an_embedded_ray_listens_on_loopback_only(tmp_path, monkeypatch):
     """`amctl launch run` with no cluster starts its own Ray: no port of it may be reachable from the network, it
-    runs none of the head processes a single fixed node has no use for, and none of its processes outlive the launch."""
+    runs none of the head processes a single fixed node has no use for, its trial runs in the one worker started
+    with it, and none of its processes outlive the launch."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"AMCTL_HOME": str(tmp_path)}
     cmd = [sys.executable, str(REPO / "amctl.py"), "launch", "run", "-m", "lstm", "-t", "copy", "--json",
            "--set", "train.steps=4000", "--set", "train.eval_every=1000", "--set", "mechanism.d_model=16"]
     run = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     listening: dict[str, set[str]] = {}
     commands: list[str] = []
+    workers: set[int] = set()  # every Ray worker process seen (idle, or running the trial)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and run.poll() is None:
             tree = psutil.Process(run.pid).children(recursive=True)
+            workers |= {p.pid for p in tree if command_line(p).startswith(("ray::IDLE", "ray::ImplicitFunc"))}
             if any("ImplicitFunc" in command_line(p) for p in tree):  # a trial is training
                 commands = [command_line(p) for p in tree]
                 for p in tree:
@@ -138,23 +141,25 @@ def test_an_embedded_ray_listens_on_loopback_only(tmp_path, monkeypatch):
                     except psutil.NoSuchProcess:
                         continue
                 break
-            time.sleep(0.5)
+            time.sleep(0.1)
         out, err = run.communicate(timeout=300)
     finally:
         if run.poll() is None:
             run.kill()
     assert run.returncode == 0, err[-3000:]
-    # the launch does not wait out Ray's graceful teardown (resources.stop_ray_at_exit), yet leaves none of its
+    # the launch does not wait out Ray's graceful teardown (ray_runtime.stop_ray_at_exit), yet leaves none of its
     # processes: not the raylet's agents either, which outlive a raylet killed alone by a minute
     deadline = time.time() + 10
     while (left := [p for p in tree if running(p)]) and time.time() < deadline:
         time.sleep(0.2)
     assert not left, f"Ray's processes outlived the launch: {[p.name() for p in left]}"
     assert {"gcs_server", "raylet"} <= set(listening), f"Ray's processes were not seen: {sorted(listening)}"
-    # resources._lean_head: no dashboard head, no autoscaler monitor, no log monitor; the raylet's agents run
+    # ray_runtime._lean_head: no dashboard head, no autoscaler monitor, no log monitor; the raylet's agents run
     assert any("DashboardAgent" in c for c in commands) and any("RuntimeEnvAgent" in c for c in commands), commands
     unneeded = [c for c in commands if any(f"/{name}.py" in c for name in ("dashboard", "monitor", "log_monitor"))]
     assert not unneeded, f"an embedded head ran processes it has no use for: {unneeded}"
+    # the trial's actor took the worker prestarted with Ray (ray_runtime.await_prestarted), not a second one
+    assert len(workers) == 1, f"{len(workers)} Ray workers were started for one trial"
     exposed = {name: ips - LOOPBACK for name, ips in listening.items() if ips - LOOPBACK}
     assert not exposed, f"listening beyond loopback: {exposed}"
     assert sum(len(ips) for ips in listening.values()) >= 2
@@ -162,6 +167,32 @@ def test_an_embedded_ray_listens_on_loopback_only(tmp_path, monkeypatch):
     monkeypatch.setenv("AMCTL_HOME", str(tmp_path))
     configs = handed(tmp_path)
     assert len(configs) == 1 and not names_a_store(configs[0], Settings.load())
+
+
+PRESTARTED = """
+import json, os, psutil, ray
+from amlab.platform import ray_runtime
+from amlab.platform.settings import Settings
+ray_runtime.ensure_ray(Settings.load())
+ray_runtime.await_prestarted()
+registered = len(ray._private.state.state.workers())  # before anything asked for a worker
+idle = [p.pid for p in psutil.Process().children(recursive=True) if p.cmdline()[:1] == ["ray::IDLE"]]
+ran_in = ray.get(ray.remote(num_cpus=1)(lambda: os.getpid()).remote())
+print(json.dumps({"registered": registered, "idle": idle, "ran_in": ran_in}))
+ray_runtime.stop_ray()
+"""
+
+
+@pytest.mark.embedded
+def test_an_embedded_ray_starts_one_worker_that_the_first_task_takes(tmp_path):
+    """ray_runtime: an embedded Ray prestarts one worker as it starts, registered once await_prestarted returns,
+    and the first work asked of Ray runs in it (it imports a trial's modules meanwhile)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"AMCTL_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", PRESTARTED], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["registered"] == 1 and len(seen["idle"]) == 1, seen
+    assert seen["ran_in"] == seen["idle"][0], seen
 
 
 @pytest.mark.ray
