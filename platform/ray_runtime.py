@@ -22,13 +22,13 @@ from amlab.platform.settings import OFFLINE, Settings, check_withheld
 
 _starting: tuple[threading.Event, list[BaseException | None]] | None = None  # a start_ray not yet waited for
 _stopping: threading.Thread | None = None  # a stop_ray(wait=False) still shutting Ray down
-_prestarted = False  # this process's embedded Ray was asked for a worker ahead of the first trial (await_prestarted)
+_prestarted = False  # workers were prestarted for this job, the first trial waits to take one (await_prestarted)
 
 
 def start_ray(settings: Settings, address: str | None = None, bare_job: bool = False) -> None:
     """Begin starting an embedded local Ray on loopback (or joining `address`) on a thread; `ensure_ray` waits.
 
-    A cold launch's imports and its stores' first opening then run while Ray's processes start (about 4 s
+    A cold launch's imports and its stores' first opening then run while Ray's processes start (about 1.5 s
     on 2 cores).  The thread lives as long as the process: Ray's head processes die with the thread that
     spawned them (PR_SET_PDEATHSIG), so they would be killed the moment it returned.
 
@@ -163,10 +163,10 @@ def stop_ray(wait: bool = True) -> None:
 def stop_ray_at_exit() -> None:
     """Ray gone before this process exits, without waiting out a graceful shutdown still in flight.
 
-    Everything amctl records is closed by then, and Ray's graceful teardown of an embedded instance takes about
-    1.2 s more (each of its processes asked to stop and waited for in turn), which a user would wait for at the
+    Everything amctl records is closed by then, and Ray's graceful teardown of an embedded instance takes
+    0.5-1.2 s more (each of its processes asked to stop and waited for in turn), which a user would wait for at the
     end of every launch.  So the processes it started, and theirs, are killed instead: this process's children
-    (the GCS, the raylet, their monitors) and theirs (the raylet's workers and agents), listed before any is
+    (the GCS and the raylet) and theirs (the raylet's workers and agents), listed before any is
     killed, since the agents would otherwise outlive a killed raylet by a minute.  A joined cluster's driver
     has none of them: its shutdown only disconnects, and the job ends with this process.
     """
