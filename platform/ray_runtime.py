@@ -16,6 +16,7 @@ import time
 from contextlib import contextmanager, nullcontext
 
 import ray
+from ray.core.generated import common_pb2
 
 from amlab.platform import local_cluster
 from amlab.platform.settings import OFFLINE, Settings, check_withheld
@@ -101,7 +102,7 @@ def prestart_workers(count: int, keep_alive_s: int = 0) -> None:
     """
     global _prestarted
     from ray._private.grpc_utils import init_grpc_channel
-    from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc, runtime_environment_pb2
+    from ray.core.generated import node_manager_pb2, node_manager_pb2_grpc, runtime_environment_pb2
 
     node = next(n for n in ray.nodes() if n["Alive"])
     address = f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}"
@@ -114,16 +115,23 @@ def prestart_workers(count: int, keep_alive_s: int = 0) -> None:
 
 
 def await_prestarted(timeout_s: float = 10.0) -> None:
-    """Wait until a worker prestarted for this job has registered, before the first trial asks for one.
+    """Wait until a worker prestarted for this job is idle in the raylet's pool, before the first trial asks for one.
 
-    A trial's actor asking while it still starts gets a new process of its own (Ray starts one whenever no idle
-    worker is registered), and the prestarted one only competes with it for the cores.  Registration comes about
-    0.5 s after the process starts, before its imports (which the actor then waits for).
+    A trial's actor asking before then gets a new process of its own (Ray starts one whenever no idle worker is
+    there), and the prestarted one only competes with it for the cores.  The raylet lists a worker in its node
+    stats once it can call it, which is when it takes it into the pool: about 0.5 s after the process starts,
+    before the process imports a trial's modules (the actor then waits for those).
     """
     if not _prestarted:
         return
+    from ray._private import internal_api
+
+    node = next(n for n in ray.nodes() if n["Alive"])
     deadline = time.monotonic() + timeout_s
-    while not ray._private.state.state.workers() and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        stats = internal_api.node_stats(node["NodeManagerAddress"], node["NodeManagerPort"])
+        if any(w.worker_type == common_pb2.WORKER for w in stats.core_workers_stats):
+            return
         time.sleep(0.02)
 
 

@@ -122,15 +122,18 @@ def test_an_embedded_ray_listens_on_loopback_only(tmp_path, monkeypatch):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"AMCTL_HOME": str(tmp_path)}
     cmd = [sys.executable, str(REPO / "amctl.py"), "launch", "run", "-m", "lstm", "-t", "copy", "--json",
            "--set", "train.steps=4000", "--set", "train.eval_every=1000", "--set", "mechanism.d_model=16"]
+    started = time.time()
     run = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     listening: dict[str, set[str]] = {}
     commands: list[str] = []
-    workers: set[int] = set()  # every Ray worker process seen (idle, or running the trial)
+    workers: dict[int, list[str]] = {}  # every Ray worker process seen (idle, or running the trial): its titles
     try:
         deadline = time.time() + 240
         while time.time() < deadline and run.poll() is None:
             tree = psutil.Process(run.pid).children(recursive=True)
-            workers |= {p.pid for p in tree if command_line(p).startswith(("ray::IDLE", "ray::ImplicitFunc"))}
+            for p in tree:
+                if (title := command_line(p)).startswith(("ray::IDLE", "ray::ImplicitFunc")):
+                    workers.setdefault(p.pid, []).append(f"{time.time() - started:.1f} {title[:40]}")
             if any("ImplicitFunc" in command_line(p) for p in tree):  # a trial is training
                 commands = [command_line(p) for p in tree]
                 for p in tree:
@@ -159,7 +162,7 @@ def test_an_embedded_ray_listens_on_loopback_only(tmp_path, monkeypatch):
     unneeded = [c for c in commands if any(f"/{name}.py" in c for name in ("dashboard", "monitor", "log_monitor"))]
     assert not unneeded, f"an embedded head ran processes it has no use for: {unneeded}"
     # the trial's actor took the worker prestarted with Ray (ray_runtime.await_prestarted), not a second one
-    assert len(workers) == 1, f"{len(workers)} Ray workers were started for one trial"
+    assert len(workers) == 1, f"{len(workers)} Ray workers were started for one trial: {workers}"
     exposed = {name: ips - LOOPBACK for name, ips in listening.items() if ips - LOOPBACK}
     assert not exposed, f"listening beyond loopback: {exposed}"
     assert sum(len(ips) for ips in listening.values()) >= 2
