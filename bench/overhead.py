@@ -1,7 +1,9 @@
 """Platform overhead: `amctl launch run` (lstm × copy) against the same steps in a plain PyTorch loop.
 
-Everything is measured side by side in one run (the machines are noisy) and
-printed as ratios:
+Everything is measured side by side in one run, in interleaved rounds: each round runs the plain loop and
+then every other measure once, and each ratio is taken within its round, then summarised as the median and
+range over rounds (this machine's speed drifts by more than the differences measured; a ratio of medians
+taken an hour apart would mix that drift in):
   plain    the bare loop: same model, data, optimizer, batch size and threads; no eval, no logging
   process  the same bare loop as a whole `python` process (interpreter, torch import, model, loop)
   loop     amctl's training loop in-process (evaluation, checkpoints), no Ray, no MLflow
@@ -9,9 +11,9 @@ printed as ratios:
            (and how many cores its trial's process and all others used while the trial ran)
   warm     (--warm) the same launch served by a warm local cluster's resident driver (`amctl cluster up`)
 The launch command is timed with evaluation at the default cadence and with a single final evaluation.
-`--only` times a subset beside the plain loop (a long run: `--steps 15000 --repeats 1 --only process,launch --warm`).
+`--only` times a subset beside the plain loop (a 2-minute run: `--steps 34000 --repeats 2 --only process,launch`).
 Trial speed compares training throughput alone: the median of the launch's logged `train/steps_per_s`
-(one value per 50-step window, evaluation excluded) against the plain loop's median 50-step window.
+(one value per 50-step window, evaluation excluded) against the same round's plain loop's median 50-step window.
 
     python bench/overhead.py [--steps 1000] [--repeats 2] [--warm] [--only NAME,...]
 """
@@ -68,14 +70,18 @@ def plain(steps: int, spec, windows: list[float] | None = None) -> float:
     return time.perf_counter() - t0
 
 
-def process(steps: int) -> float:
-    """The plain loop as its own process: what `python train.py` costs a user, start to exit."""
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import torch, overhead; "
-            f"torch.set_num_threads({os.cpu_count() or 1}); from amlab.platform.spec import validate_run; "
-            f"overhead.plain({steps}, validate_run({{'mechanism': {{'name': 'lstm'}}, 'task': {{'name': 'copy'}}}}))")
+def process(steps: int, windows: list[float]) -> float:
+    """The plain loop as its own process: what `python train.py` costs a user, start to exit (its 50-step windows
+    too: a fresh process, as the launch's trial is, unlike the loop in this long-lived one)."""
+    code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import torch, overhead; "
+            f"torch.set_num_threads({os.cpu_count() or 1}); from amlab.platform.spec import validate_run; w = []; "
+            f"overhead.plain({steps}, validate_run({{'mechanism': {{'name': 'lstm'}}, 'task': {{'name': 'copy'}}}}), w); "
+            "print(json.dumps(w))")
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True)
-    return time.perf_counter() - t0
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    windows.extend(json.loads(done.stdout.splitlines()[-1]))
+    return elapsed
 
 
 class CpuShare(threading.Thread):
@@ -156,10 +162,16 @@ def launch(home: str, steps: int, extra: list[str], speeds: list[tuple[float, fl
     return elapsed
 
 
+def spread(values: list[float]) -> str:
+    """The median of per-round values, with their range when there is more than one round."""
+    mid = statistics.median(values)
+    return f"{mid:.2f}" + (f" ({min(values):.2f}–{max(values):.2f})" if len(values) > 1 else "")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--repeats", type=int, default=2, help="interleaved rounds; the median of each is shown")
+    ap.add_argument("--repeats", type=int, default=2, help="interleaved rounds; each ratio is per round, then the median")
     ap.add_argument("--warm", action="store_true", help="also time launches served by a warm local cluster")
     ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(NAMES)} (default: all)")
     args = ap.parse_args()
@@ -173,60 +185,90 @@ def main() -> None:
                          "train": {"steps": args.steps, "eval_every": args.steps}})
     home, warm_home = tempfile.mkdtemp(prefix="amctl-bench-"), tempfile.mkdtemp(prefix="amctl-bench-")
     first = launch(home, 50, [])  # creates the stores (MLflow's schema migrations): a once-per-home cost
-    plain_windows: list[float] = []
-    trial_speeds: list[tuple[float, float, float]] = []
-    warm_speeds: list[tuple[float, float, float]] = []
-    cold_shares: list[tuple[float, float]] = []
-    warm_shares: list[tuple[float, float]] = []
     measures = {
-        "plain": ("plain PyTorch loop", lambda: plain(args.steps, spec, plain_windows)),
-        "process": ("plain PyTorch loop, whole process", lambda: process(args.steps)),
-        "loop-once": ("amctl loop, in-process, eval once", lambda: loop(args.steps, once)),
-        "loop": ("amctl loop, in-process, default eval", lambda: loop(args.steps, spec)),
+        "process": ("plain PyTorch loop, whole process", lambda r: process(args.steps, r.process_windows)),
+        "loop-once": ("amctl loop, in-process, eval once", lambda r: loop(args.steps, once)),
+        "loop": ("amctl loop, in-process, default eval", lambda r: loop(args.steps, spec)),
         "launch-once": ("amctl launch run, eval once",
-                        lambda: launch(home, args.steps, ["--set", f"train.eval_every={args.steps}"])),
-        "launch": ("amctl launch run, default eval", lambda: launch(home, args.steps, [], trial_speeds, shares=cold_shares)),
+                        lambda r: launch(home, args.steps, ["--set", f"train.eval_every={args.steps}"])),
+        "launch": ("amctl launch run, default eval",
+                   lambda r: launch(home, args.steps, [], r.speeds, shares=r.shares)),
     }
-    measures = {k: v for k, v in measures.items() if k in only or k == "plain"}  # every ratio is against plain
-    samples: dict[str, list[float]] = {label: [] for label, _ in measures.values()}
-    for _ in range(args.repeats):  # interleaved, so slow drift in machine load hits every line alike
-        for label, fn in measures.values():
-            samples[label].append(fn())
+    measures = {k: v for k, v in measures.items() if k in only}
+    # each round times the plain loop and then every measure once, so that every ratio pairs runs made minutes
+    # apart, not an hour: this machine's speed drifts by more than the differences measured
+    rounds = [Round.run(spec, args.steps, measures) for _ in range(args.repeats)]
     if args.warm:  # after the cold launches: one Ray on the machine at a time (their embedded ones, then the head)
         amctl(warm_home, "cluster", "up")
+        warm = {k: v for k, v in measures.items() if k == "process"} | {"warm": (
+            "amctl launch run, served warm", lambda r: launch(warm_home, args.steps, [], r.speeds, warm=True, shares=r.shares))}
         try:
-            for _ in range(args.repeats):  # beside the plain loop again, whose samples join the first phase's
-                samples["plain PyTorch loop"].append(plain(args.steps, spec, plain_windows))
-                samples.setdefault("amctl launch run, served warm", []).append(
-                    launch(warm_home, args.steps, [], warm_speeds, warm=True, shares=warm_shares))
+            rounds += [Round.run(spec, args.steps, warm) for _ in range(args.repeats)]
         finally:
             amctl(warm_home, "cluster", "down")
-    times = {k: statistics.median(v) for k, v in samples.items()}
-    base = times["plain PyTorch loop"]
-    print(f"lstm × copy, {args.steps} steps, batch {spec.train.batch_size}, {threads} threads, median of {args.repeats}")
-    print(f"{'what':40s} {'wall s':>8s} {'÷ plain':>8s}")
-    for what, t in times.items():
-        print(f"{what:40s} {t:8.1f} {t / base:8.2f}")
-    if {"launch-once", "loop-once"} <= set(measures):
-        fixed = times["amctl launch run, eval once"] - times["amctl loop, in-process, eval once"]
+    report(args, spec, threads, rounds, first)
+    for h in (home, warm_home):
+        shutil.rmtree(h, ignore_errors=True)
+
+
+class Round:
+    """One interleaved round: the plain loop (its 50-step windows too), then each measure once."""
+
+    def __init__(self):
+        self.times: dict[str, float] = {}
+        self.plain_windows: list[float] = []
+        self.process_windows: list[float] = []  # the plain loop's windows in its own process, when the round has one
+        self.speeds: list[tuple[float, float, float]] = []  # the round's launch trial: all, after an evaluation, other
+        self.shares: list[tuple[float, float]] = []  # cores of the launch's trial process and of all others
+
+    @classmethod
+    def run(cls, spec, steps: int, measures: dict) -> Round:
+        r = cls()
+        r.times["plain PyTorch loop"] = plain(steps, spec, r.plain_windows)
+        for label, fn in measures.values():
+            r.times[label] = fn(r)
+        return r
+
+    def ratio(self, label: str, base: str = "plain PyTorch loop") -> float | None:
+        return self.times[label] / self.times[base] if label in self.times and base in self.times else None
+
+
+def report(args, spec, threads: int, rounds: list[Round], first: float) -> None:
+    labels = list(dict.fromkeys(k for r in rounds for k in r.times))
+    print(f"lstm × copy, {args.steps} steps, batch {spec.train.batch_size}, {threads} threads, {args.repeats} rounds "
+          f"(ratios per round, then their median and range)")
+    print(f"{'what':40s} {'wall s':>8s}  ÷ plain")
+    for label in labels:
+        walls = [r.times[label] for r in rounds if label in r.times]
+        print(f"{label:40s} {statistics.median(walls):8.1f}  {spread([r.ratio(label) for r in rounds if label in r.times])}")
+    if all(r.ratio("amctl launch run, eval once", "amctl loop, in-process, eval once") for r in rounds[:args.repeats]):
+        fixed = statistics.median(r.times["amctl launch run, eval once"] - r.times["amctl loop, in-process, eval once"]
+                                  for r in rounds[:args.repeats])
         print(f"fixed cost of process + Ray + Tune + MLflow + store: about {fixed:.1f} s per launch "
               f"(a first 50-step launch in a new AMCTL_HOME took {first:.1f} s: it also creates the stores)")
-    whole = times.get("plain PyTorch loop, whole process")
     for label in ("amctl launch run, eval once", "amctl launch run, default eval", "amctl launch run, served warm"):
-        if whole and label in times:
-            print(f"{label} ÷ plain process: {times[label] / whole:.2f}")
-    plain_speed = statistics.median(plain_windows)
-    for what, speeds, shares in (("launch", trial_speeds, cold_shares), ("warm launch", warm_speeds, warm_shares)):
-        if speeds:
-            speed, after, rest = (statistics.median(x) for x in zip(*speeds, strict=True))
-            print(f"trial speed: {speed:.1f} steps/s in the {what}'s trial against {plain_speed:.1f} in the plain loop "
-                  f"({speed / plain_speed:.2f}×, median {WINDOW}-step windows)")
-            print(f"  windows right after an evaluation {after / plain_speed:.2f}×, all others {rest / plain_speed:.2f}×")
+        paired = [x for r in rounds if (x := r.ratio(label, "plain PyTorch loop, whole process"))]
+        if paired:
+            print(f"{label} ÷ plain process: {spread(paired)}")
+    plain_speeds = [statistics.median(r.plain_windows) for r in rounds]
+    print(f"plain loop speed by round: {', '.join(f'{s:.0f}' for s in plain_speeds)} steps/s (this machine's drift)")
+    for what, label in (("launch", "amctl launch run, default eval"), ("warm launch", "amctl launch run, served warm")):
+        mine = [(r, r.speeds[0]) for r in rounds if label in r.times and r.speeds]
+        if not mine:
+            continue
+        for base, windows in (("plain loop in this process", lambda r: r.plain_windows),
+                              ("plain loop's own process", lambda r: r.process_windows)):
+            if not all(windows(r) for r, _ in mine):
+                continue
+            each = [tuple(v / statistics.median(windows(r)) for v in speeds) for r, speeds in mine]
+            print(f"trial speed in the {what}: {spread([e[0] for e in each])}× the same round's {base} "
+                  f"(median {WINDOW}-step windows)")
+            after, rest = spread([e[1] for e in each]), spread([e[2] for e in each])
+            print(f"  windows right after an evaluation {after}×, all others {rest}×")
+        shares = [s for r, _ in mine for s in r.shares]
         if shares:
             trial, rest = (statistics.median(x) for x in zip(*shares, strict=True))
             print(f"  while its trial ran: {trial:.2f} cores in the trial's process, {rest:.2f} in all others")
-    for h in (home, warm_home):
-        shutil.rmtree(h, ignore_errors=True)
 
 
 if __name__ == "__main__":
