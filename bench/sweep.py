@@ -62,8 +62,9 @@ def plain(config: dict) -> float:
     return time.perf_counter() - t0
 
 
-def pool(configs: list[dict]) -> float:
-    """The configurations as a bare Ray task pool, timed as a whole process (start, ray.init, tasks, shutdown)."""
+def pool(configs: list[dict]) -> tuple[float, float]:
+    """The configurations as a bare Ray task pool, timed as a whole process (start, ray.init, tasks, shutdown), and
+    the seconds its tasks spent in their training loops, summed."""
     here = str(Path(__file__).parent)
     code = (f"import json, sys, ray; sys.path.insert(0, {here!r}); import sweep as b; "
             "from amlab.platform.ray_runtime import local_only; local_only(); ray.init(logging_level='ERROR'); "
@@ -74,7 +75,7 @@ def pool(configs: list[dict]) -> float:
                           env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONPATH": here})
     if done.returncode != 0:
         sys.exit(f"the Ray pool failed:\n{done.stderr[-3000:]}")
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, float(done.stdout.split()[-1])
 
 
 def bench_spec(trials: int, steps: int, width: int) -> dict:
@@ -86,19 +87,32 @@ def bench_spec(trials: int, steps: int, width: int) -> dict:
     }
 
 
-def trained_configs(home: str, trials: int, steps: int) -> list[dict]:
+def trained_configs(home: str, trials: int, steps: int) -> tuple[list[dict], float]:
     """The configurations the sweep in `home` trained, refused unless every trial ran all its steps (the timed
-    work ran: every searched configuration, then the chosen one on seed 0, at full length)."""
+    work ran: every searched configuration, then the chosen one on seed 0, at full length), and the seconds its
+    trials spent training, summed (see `training_seconds`)."""
     os.environ["AMCTL_HOME"] = home
     store = Store(Settings.load().db_url)
     with store.session() as s:
         done = [t for c in store.sweep(s, "bench").cells for t in c.trials]
         if len(done) != trials + 1 or any(t.steps_done != steps for t in done):
             sys.exit(f"the sweep did not train {trials} × {steps} steps: {[t.steps_done for t in done]}")
-        return [t.config for t in done]
+        return [t.config for t in done], sum(training_seconds(home, t.mlflow_run_id) for t in done)
 
 
-def launch(spec: dict, trials: int, steps: int, warm: bool, amctl: list[str] = AMCTL) -> tuple[float, float, dict, list[dict]]:
+def training_seconds(home: str, run_id: str) -> float:
+    """A trial's time in its training steps, from the `train/steps_per_s` it logged for each window (the steps since
+    the value before, over that rate): what the pool's tasks time in `plain`, without evaluations and their
+    bookkeeping, which the loop keeps out of its windows."""
+    from mlflow.tracking import MlflowClient
+
+    history = sorted(MlflowClient(f"sqlite:///{home}/mlflow.db").get_metric_history(run_id, "train/steps_per_s"),
+                     key=lambda m: m.step)
+    return sum((m.step - before) / m.value for before, m in zip([0] + [m.step for m in history], history, strict=False))
+
+
+def launch(spec: dict, trials: int, steps: int, warm: bool,
+           amctl: list[str] = AMCTL) -> tuple[float, float, dict, tuple[list[dict], float]]:
     """`amctl launch sweep` in a fresh home, timed as a whole command, with its driver's CPU seconds (the cores the
     driver takes from the trials); `warm`: served by that home's warm local cluster (`amctl cluster up` first,
     untimed, and checked in its driver's log to have served the sweep)."""
@@ -148,35 +162,39 @@ def main() -> None:
     if args.substantial:
         args.steps, width = 4000, 128
     spec = bench_spec(args.trials, args.steps, width)
-    swept, cpu, result, configs = launch(spec, args.trials, args.steps, warm=False)
+    swept, cpu, result, (configs, trained) = launch(spec, args.trials, args.steps, warm=False)
     if args.warm:
-        warm_swept, warm_cpu, warm_result, warm_configs = launch(spec, args.trials, args.steps, warm=True)
+        warm_swept, warm_cpu, warm_result, (warm_configs, warm_trained) = launch(spec, args.trials, args.steps, warm=True)
         if warm_configs != configs:
             sys.exit("the warm sweep trained other configurations than the cold one (the same seeded spec)")
     if args.against:
-        before, before_cpu, _, before_configs = launch(spec, args.trials, args.steps, warm=False,
-                                                        amctl=startup.checkout(args.against))
+        before, before_cpu, _, (before_configs, _) = launch(spec, args.trials, args.steps, warm=False,
+                                                             amctl=startup.checkout(args.against))
         if before_configs != configs:
             sys.exit(f"{args.against} trained other configurations than this checkout (the same seeded spec)")
-    pooled = pool(configs)
+    pooled, pool_trained = pool(configs)
     torch.set_num_threads(os.cpu_count() or 1)
     sequential = sum(plain(c) for c in configs)
+    slots = result["concurrency"]
     print(f"{len(configs)} trials of lstm (d_model={width}) × copy, {args.steps} steps each, {os.cpu_count()} CPUs")
-    print(f"{'what':52s} {'wall s':>8s} {'speed-up':>9s}")
-    print(f"{'same configs, plain PyTorch, one after another':52s} {sequential:8.1f} {1:9.2f}")
-    print(f"{'same configs, bare Ray task pool (whole process)':52s} {pooled:8.1f} {sequential / pooled:9.2f}")
-    label = f"amctl launch sweep (concurrency {result['concurrency']})"
-    print(f"{label:52s} {swept:8.1f} {sequential / swept:9.2f}")
+    print(f"{'what':52s} {'wall s':>8s} {'speed-up':>9s} {'training s':>11s} {'the rest s':>11s}")
+    print(f"{'same configs, plain PyTorch, one after another':52s} {sequential:8.1f} {1:9.2f} {sequential:11.1f} {0:11.1f}")
+    rows = [("same configs, bare Ray task pool (whole process)", pooled, pool_trained),
+            (f"amctl launch sweep (concurrency {slots})", swept, trained)]
+    if args.warm:
+        rows.append(("amctl launch sweep, served by a warm local cluster", warm_swept, warm_trained))
+    for label, wall, training in rows:  # the rest: the wall time less the training spread over the slots
+        print(f"{label:52s} {wall:8.1f} {sequential / wall:9.2f} {training:11.1f} {wall - training / slots:11.1f}")
     print(f"amctl ÷ pool: {swept / pooled:.2f}   (status {result['status']}; the amctl process used {cpu:.1f} CPU s)")
+    print(f"  its trials' training steps ran at {pool_trained / trained:.2f}× the pool tasks' speed; training s sums every "
+          f"trial's steps (evaluations excluded), the rest is the wall time less training s ÷ {slots} slots")
     if args.against:
         label = f"  the same with {args.against} ({startup.commit(args.against)})"
         print(f"{label:52s} {before:8.1f} {sequential / before:9.2f}")
         print(f"  it ÷ this checkout: {before / swept:.2f}   (its amctl process used {before_cpu:.1f} CPU s)")
     if args.warm:
-        label = "amctl launch sweep, served by a warm local cluster"
-        print(f"{label:52s} {warm_swept:8.1f} {sequential / warm_swept:9.2f}")
         print(f"warm amctl ÷ pool: {warm_swept / pooled:.2f}   (status {warm_result['status']}; its driver used "
-              f"{warm_cpu:.1f} CPU s)")
+              f"{warm_cpu:.1f} CPU s; its trials trained at {pool_trained / warm_trained:.2f}× the pool tasks' speed)")
 
 
 if __name__ == "__main__":
