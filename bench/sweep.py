@@ -6,7 +6,9 @@ configurations run one after another in a plain PyTorch loop, and as a bare Ray 
   plain   the exact configurations the sweep's searcher chose (read back from the store), one after
           another in this process, all cores given to torch
   pool    the same configurations as Ray tasks (one CPU and one torch thread each) in a fresh process:
-          `ray.init`, the tasks, `ray.shutdown` (what a hand-written Ray script costs)
+          `ray.init`, the tasks, `ray.shutdown` (what a hand-written Ray script costs); once with every
+          configuration at once, and once with the sweep's dependency: the searched ones first, then the
+          chosen one, which a script can only train once it knows which is best
 
 `--substantial` trains 8 × 4000 steps of a wider model (the regime a real sweep is in); the default is
 8 short trials (300 steps), where fixed costs dominate.  `--warm` also times the same sweep served by a fresh
@@ -36,6 +38,7 @@ import yaml
 from amlab.platform.local_cluster import RECORD
 from amlab.platform.settings import Settings
 from amlab.platform.spec import validate_run
+from amlab.platform.status import Phase
 from amlab.platform.store import Store
 from amlab.workloads.model import build_model, compute_loss
 from amlab.workloads.registry import TASKS
@@ -62,14 +65,17 @@ def plain(config: dict) -> float:
     return time.perf_counter() - t0
 
 
-def pool(configs: list[dict]) -> tuple[float, float]:
+def pool(configs: list[dict], stages: int = 1) -> tuple[float, float]:
     """The configurations as a bare Ray task pool, timed as a whole process (start, ray.init, tasks, shutdown), and
-    the seconds its tasks spent in their training loops, summed."""
+    the seconds its tasks spent in their training loops, summed.  `stages=2`: the searched configurations (all
+    but the last) first, and the last one once they are all done, as a script that picks the best configuration
+    before training it on the reported seed must (the sweep's own dependency)."""
     here = str(Path(__file__).parent)
     code = (f"import json, sys, ray; sys.path.insert(0, {here!r}); import sweep as b; "
             "from amlab.platform.ray_runtime import local_only; local_only(); ray.init(logging_level='ERROR'); "
             "f = ray.remote(num_cpus=1)(lambda c: (__import__('torch').set_num_threads(1), b.plain(c))[1]); "
-            "print(sum(ray.get([f.remote(c) for c in json.loads(sys.stdin.read())]))); ray.shutdown()")
+            f"cs = json.loads(sys.stdin.read()); parts = [cs] if {stages} == 1 else [cs[:-1], cs[-1:]]; "
+            "print(sum(sum(ray.get([f.remote(c) for c in part])) for part in parts)); ray.shutdown()")
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", code], input=json.dumps(configs), capture_output=True, text=True,
                           env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONPATH": here})
@@ -89,12 +95,12 @@ def bench_spec(trials: int, steps: int, width: int) -> dict:
 
 def trained_configs(home: str, trials: int, steps: int) -> tuple[list[dict], float]:
     """The configurations the sweep in `home` trained, refused unless every trial ran all its steps (the timed
-    work ran: every searched configuration, then the chosen one on seed 0, at full length), and the seconds its
+    work ran: every searched configuration, then the chosen one on seed 0, at full length; in that order), and the seconds its
     trials spent training, summed (see `training_seconds`)."""
     os.environ["AMCTL_HOME"] = home
     store = Store(Settings.load().db_url)
     with store.session() as s:
-        done = [t for c in store.sweep(s, "bench").cells for t in c.trials]
+        done = sorted((t for c in store.sweep(s, "bench").cells for t in c.trials), key=lambda t: t.phase is Phase.SEED)
         if len(done) != trials + 1 or any(t.steps_done != steps for t in done):
             sys.exit(f"the sweep did not train {trials} × {steps} steps: {[t.steps_done for t in done]}")
         return [t.config for t in done], sum(training_seconds(home, t.mlflow_run_id) for t in done)
@@ -173,6 +179,7 @@ def main() -> None:
         if before_configs != configs:
             sys.exit(f"{args.against} trained other configurations than this checkout (the same seeded spec)")
     pooled, pool_trained = pool(configs)
+    staged, staged_trained = pool(configs, stages=2)
     torch.set_num_threads(os.cpu_count() or 1)
     sequential = sum(plain(c) for c in configs)
     slots = result["concurrency"]
@@ -180,12 +187,14 @@ def main() -> None:
     print(f"{'what':52s} {'wall s':>8s} {'speed-up':>9s} {'training s':>11s} {'the rest s':>11s}")
     print(f"{'same configs, plain PyTorch, one after another':52s} {sequential:8.1f} {1:9.2f} {sequential:11.1f} {0:11.1f}")
     rows = [("same configs, bare Ray task pool (whole process)", pooled, pool_trained),
+            ("  the same pool, search first, then the chosen one", staged, staged_trained),
             (f"amctl launch sweep (concurrency {slots})", swept, trained)]
     if args.warm:
         rows.append(("amctl launch sweep, served by a warm local cluster", warm_swept, warm_trained))
     for label, wall, training in rows:  # the rest: the wall time less the training spread over the slots
         print(f"{label:52s} {wall:8.1f} {sequential / wall:9.2f} {training:11.1f} {wall - training / slots:11.1f}")
-    print(f"amctl ÷ pool: {swept / pooled:.2f}   (status {result['status']}; the amctl process used {cpu:.1f} CPU s)")
+    print(f"amctl ÷ pool: {swept / pooled:.2f}, ÷ the pool that searches first: {swept / staged:.2f}   "
+          f"(status {result['status']}; the amctl process used {cpu:.1f} CPU s)")
     print(f"  its trials' training steps ran at {pool_trained / trained:.2f}× the pool tasks' speed; training s sums every "
           f"trial's steps (evaluations excluded), the rest is the wall time less training s ÷ {slots} slots")
     if args.against:
