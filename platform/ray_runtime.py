@@ -24,6 +24,7 @@ from amlab.platform.settings import OFFLINE, Settings, check_withheld
 _starting: tuple[threading.Event, list[BaseException | None]] | None = None  # a start_ray not yet waited for
 _stopping: threading.Thread | None = None  # a stop_ray(wait=False) still shutting Ray down
 _prestarted = False  # workers were prestarted for this job, the first trial waits to take one (await_prestarted)
+FIRST_WORKER_KEEP_ALIVE_S = 60  # an embedded Ray's prestarted worker outlives Ray's idle limit until the first trial asks
 
 
 def start_ray(settings: Settings, address: str | None = None, bare_job: bool = False) -> None:
@@ -70,8 +71,9 @@ def start_ray(settings: Settings, address: str | None = None, bare_job: bool = F
         try:
             with _lean_head() if embedded else nullcontext():
                 ray.init(log_to_driver=False, logging_level="ERROR", **options)
-            if embedded:
-                prestart_workers(1)
+            if embedded:  # kept alive: the raylet ends an idle worker after about 1 s (seen: the first trial then
+                # asked 1.8 s later and got a new process), and the trial asks once the launch has opened its stores
+                prestart_workers(1, FIRST_WORKER_KEEP_ALIVE_S)
             outcome.append(None)
         except BaseException as e:  # handed to ensure_ray, raised on the main thread
             outcome.append(e)
@@ -95,7 +97,7 @@ def ensure_ray(settings: Settings, address: str | None = None, bare_job: bool = 
         raise outcome[0]
 
 
-def prestart_workers(count: int, keep_alive_s: int = 0) -> None:
+def prestart_workers(count: int, keep_alive_s: int) -> None:
     """Start `count` idle Ray workers on this node for this job now, each importing a trial's modules
     (local_cluster.PRELOADED): a trial's actor then gets one without waiting for a new process to import torch.
     The raylet's own PrestartWorkers call (Ray has no public one); `keep_alive_s` keeps them beyond Ray's idle limit.
