@@ -37,7 +37,7 @@ from ray import tune
 import sweep as b
 from amlab.platform.ray_runtime import local_only
 local_only()
-ray.init(logging_level="ERROR", include_dashboard=False)
+ray.init(address="local", logging_level="ERROR", include_dashboard=False)
 def trial(config):
     import torch
     torch.set_num_threads(1)

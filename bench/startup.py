@@ -106,7 +106,7 @@ def parts(home: str) -> dict[str, float]:
     ray_cmd = ("import sys, time; from amlab.platform import ray_runtime; from amlab.platform.settings import Settings; "
                "import ray; t = time.perf_counter(); "
                "ray_runtime.ensure_ray(Settings.load()) if sys.argv[1] == 'amctl' else "
-               "(ray_runtime.local_only(), ray.init(logging_level='ERROR', include_dashboard=False)); "
+               "(ray_runtime.local_only(), ray.init(address='local', logging_level='ERROR', include_dashboard=False)); "
                "a = time.perf_counter(); ray_runtime.stop_ray(); print(a - t, time.perf_counter() - a)")
     times = {how: map(float, timed([PY, "-c", ray_cmd, how], {"AMCTL_HOME": home})[1].stdout.split()) for how in ("amctl", "ray")}
     (start, stop), (every, _) = times["amctl"], times["ray"]

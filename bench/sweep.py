@@ -72,7 +72,7 @@ def pool(configs: list[dict], stages: int = 1) -> tuple[float, float]:
     before training it on the reported seed must (the sweep's own dependency)."""
     here = str(Path(__file__).parent)
     code = (f"import json, sys, ray; sys.path.insert(0, {here!r}); import sweep as b; "
-            "from amlab.platform.ray_runtime import local_only; local_only(); ray.init(logging_level='ERROR'); "
+            "from amlab.platform.ray_runtime import local_only; local_only(); ray.init(address='local', logging_level='ERROR'); "
             "f = ray.remote(num_cpus=1)(lambda c: (__import__('torch').set_num_threads(1), b.plain(c))[1]); "
             f"cs = json.loads(sys.stdin.read()); parts = [cs] if {stages} == 1 else [cs[:-1], cs[-1:]]; "
             "print(sum(sum(ray.get([f.remote(c) for c in part])) for part in parts)); ray.shutdown()")

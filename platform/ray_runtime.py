@@ -58,10 +58,13 @@ def start_ray(settings: Settings, address: str | None = None, bare_job: bool = F
         # for its own imports and stores (bench/startup.py times a cold launch both ways); one is started, below
         os.environ.update(OFFLINE | {"RAY_preload_python_modules": ",".join(local_cluster.PRELOADED)})
         os.environ.setdefault(local_cluster.PRESTART, "0")
-        options = {"include_dashboard": False}  # the Jobs API serves `--address` clusters, never this one
+        # "local": a new head, always.  With no address Ray joins the cluster named in /tmp/ray/ray_current_cluster,
+        # which `ray start` and Ray's test clusters write and a killed one leaves behind: the launch then waited on a
+        # dead GCS for good (seen in CI after a killed test session; tests/test_faults.py leaves such a file)
+        options = {"address": "local", "include_dashboard": False}  # the Jobs API serves `--address` clusters only
     # an embedded head: without the processes it has no use for, and with the first trial's worker started as soon
     # as it is up, to import a trial's modules while this process imports and opens its stores (await_prestarted)
-    embedded = "address" not in options
+    embedded = options["address"] == "local"
     if threading.current_thread() is threading.main_thread():  # Ray sets this only when init runs on the main thread
         signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(signum))
     outcome: list[BaseException | None] = []

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -189,9 +191,19 @@ ray_runtime.stop_ray()
 @pytest.mark.embedded
 def test_an_embedded_ray_starts_one_worker_that_the_first_task_takes(tmp_path):
     """ray_runtime: an embedded Ray prestarts one worker as it starts, registered once await_prestarted returns,
-    and the first work asked of Ray runs in it (it imports a trial's modules meanwhile)."""
+    and the first work asked of Ray runs in it (it imports a trial's modules meanwhile).  It is a new head even
+    where Ray's temp folder names a cluster that is gone (`ray_current_cluster`, left by a killed `ray start`)."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="amctl-t-", dir="/tmp"))  # Ray's socket paths must stay short
+    (ray_tmp / "ray").mkdir()
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{s.getsockname()[1]}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"AMCTL_HOME": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", PRESTARTED], env=env, capture_output=True, text=True, timeout=300)
+    try:
+        done = subprocess.run([sys.executable, "-c", PRESTARTED], env=env | {"RAY_TMPDIR": str(ray_tmp)},
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["registered"] == 1 and len(seen["idle"]) == 1, seen
