@@ -186,24 +186,29 @@ def start(ctx: SweepContext, pending: list[CellPlan]) -> None:
 
 
 def open_trial(ctx: SweepContext, cell: CellPlan, trial_id: str, phase: Phase, spec: RunSpec) -> str:
-    """A trial's store row (PENDING) and MLflow run; returns the run id its loop logs into."""
+    """A trial's store row (PENDING) and MLflow run; returns the run id its loop logs into.
+
+    The row is committed before a sweep's trial run is created, so no MLflow trial run is ever unknown to the store:
+    a driver killed in between leaves a row with no run id, which `finalize` links to its run by trial id.
+    """
     seed = spec.train.seed
     if ctx.kind is Kind.RUN:
-        run_id = ctx.sweep_run_id
-        ctx.client.set_tag(run_id, "amctl.tune_trial_id", trial_id)
-    else:
-        tags = {"amctl.kind": "trial", "amctl.sweep": ctx.sweep, "amctl.cell": cell.key, "amctl.phase": phase.value,
-                "amctl.tune_trial_id": trial_id, "mechanism": cell.mechanism, "task": cell.task, "seed": str(seed),
-                "config_hash": spec.config_hash(), "code_version": tracking.code_version(), **variant_tags(cell)}
-        run_id = tracking.start_run(ctx.client, ctx.experiment_id, f"{cell.key}/{phase.value}-s{seed}-{trial_id[-5:]}",
-                                    spec.normalised(), tags, parent=ctx.cell_runs[cell.key])
+        ctx.client.set_tag(ctx.sweep_run_id, "amctl.tune_trial_id", trial_id)
     with ctx.store.session() as s:
         row = Trial(cell_id=ctx.cell_ids[cell.key], trial_key=trial_id, phase=phase, seed=seed, config=spec.normalised(),
-                    config_hash=spec.config_hash(), mlflow_run_id=run_id)
+                    config_hash=spec.config_hash(), mlflow_run_id=ctx.sweep_run_id if ctx.kind is Kind.RUN else None)
         s.add(row)
         ctx.store.set_status(s, row, Status.PENDING)
         s.commit()
-    return run_id
+        if ctx.kind is Kind.RUN:
+            return ctx.sweep_run_id
+        tags = {"amctl.kind": "trial", "amctl.sweep": ctx.sweep, "amctl.cell": cell.key, "amctl.phase": phase.value,
+                "amctl.tune_trial_id": trial_id, "mechanism": cell.mechanism, "task": cell.task, "seed": str(seed),
+                "config_hash": spec.config_hash(), "code_version": tracking.code_version(), **variant_tags(cell)}
+        row.mlflow_run_id = tracking.start_run(ctx.client, ctx.experiment_id, f"{cell.key}/{phase.value}-s{seed}-{trial_id[-5:]}",
+                                               spec.normalised(), tags, parent=ctx.cell_runs[cell.key])
+        s.commit()
+        return row.mlflow_run_id
 
 
 def _trial(s, trial_id: str) -> Trial | None:
@@ -272,12 +277,17 @@ def finalize(ctx: SweepContext, cells: list[CellPlan], *, interrupted: bool = Fa
             if sweep_level and cell.value is not None:
                 tracking.log_cell(ctx.client, cell.mlflow_run_id, test_key(cell.metric), cell.metric, cell.per_seed,
                                   cell.best_params)
-        if sweep_level:  # every trial row is terminal now: so must its run be, and one no row knows (a driver killed
-            # between creating a trial's MLflow run and committing its row) is KILLED
-            known = {t.mlflow_run_id: Status(t.status) for c in sweep.cells for t in c.trials}
+        if sweep_level:  # every trial row is terminal now: so must its run be.  A row without its run id (a driver
+            # killed between creating the run and recording it, open_trial) gets it back by trial id; a run no row
+            # knows (recorded by an amctl that created runs first) is KILLED
+            rows = {t.trial_key: t for c in sweep.cells for t in c.trials}
             query = f"tags.`amctl.sweep` = '{ctx.sweep}' AND tags.`amctl.kind` = 'trial' AND attributes.status = 'RUNNING'"
             for run in ctx.client.search_runs([ctx.experiment_id], filter_string=query, max_results=10000):
-                ctx.client.set_terminated(run.info.run_id, status=known.get(run.info.run_id, Status.KILLED).value)
+                row = rows.get(run.data.tags.get("amctl.tune_trial_id", ""))
+                if row is not None and row.mlflow_run_id is None:
+                    row.mlflow_run_id = run.info.run_id
+                known = row is not None and row.mlflow_run_id == run.info.run_id
+                ctx.client.set_terminated(run.info.run_id, status=(Status(row.status) if known else Status.KILLED).value)
         statuses = {c.status for c in sweep.cells}
         if statuses <= {Status.FINISHED}:
             final = Status.FINISHED

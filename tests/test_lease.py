@@ -240,9 +240,10 @@ def test_open_launch_takes_the_lease_before_it_records_anything(tmp_path, monkey
     assert records.open_launch(launch, settings)[1] == [] and row(store, launch.name).driver is None
 
 
-def test_finalize_closes_a_trial_run_whose_store_row_a_killed_driver_never_wrote(tmp_path):
-    """A driver killed between creating a trial's MLflow run and committing its store row leaves the run RUNNING and
-    unknown to the store: the next finalize of that sweep closes it KILLED, and leaves the recorded trials' runs alone."""
+def test_finalize_links_and_closes_the_trial_run_a_killed_driver_never_recorded(tmp_path, monkeypatch):
+    """A driver killed between creating a trial's MLflow run and recording its id leaves the run RUNNING and the
+    trial's row without it: the next finalize of that sweep links the two and closes both KILLED.  A RUNNING trial
+    run no row knows at all (an older amctl created runs before rows) is closed KILLED; another sweep's is left."""
     from amlab.platform import tracking
     from amlab.platform.spec import validate_run
     from amlab.platform.status import Phase
@@ -258,12 +259,31 @@ def test_finalize_closes_a_trial_run_whose_store_row_a_killed_driver_never_wrote
     records.start(ctx, pending)
     cell = pending[0]
     recorded = records.open_trial(ctx, cell, "recorded", Phase.SEARCH, validate_run(cell.base))
+    created: list[str] = []
+
+    def killed_after_creating(*args, **kwargs):  # the run exists in MLflow; the driver dies before recording it
+        created.append(start_run(*args, **kwargs))
+        raise KeyboardInterrupt
+
+    start_run = tracking.start_run
+    monkeypatch.setattr(tracking, "start_run", killed_after_creating)
+    with pytest.raises(KeyboardInterrupt):
+        records.open_trial(ctx, cell, "unrecorded", Phase.SEARCH, validate_run(cell.base))
+    monkeypatch.setattr(tracking, "start_run", start_run)
     orphan = tracking.start_run(ctx.client, ctx.experiment_id, "orphan", {}, {"amctl.kind": "trial", "amctl.sweep": "orphans",
                                                                           "amctl.tune_trial_id": "orphan"},
                                 parent=ctx.cell_runs[cell.key])
     other = tracking.start_run(ctx.client, ctx.experiment_id, "other", {}, {"amctl.kind": "trial", "amctl.sweep": "another"})
-    assert ctx.client.get_run(orphan).info.status == "RUNNING"
+    store = Store(settings.db_url)
+    with store.session() as s:
+        assert {t.trial_key: t.mlflow_run_id for c in store.sweep(s, "orphans").cells for t in c.trials} == {
+            "recorded": recorded, "unrecorded": None}
+    assert ctx.client.get_run(created[0]).info.status == "RUNNING"
     assert records.finalize(ctx, launch.cells, interrupted=True) == Status.KILLED
+    with store.session() as s:
+        rows = {t.trial_key: (t.mlflow_run_id, t.status) for c in store.sweep(s, "orphans").cells for t in c.trials}
+    assert rows == {"recorded": (recorded, Status.KILLED), "unrecorded": (created[0], Status.KILLED)}
+    assert ctx.client.get_run(created[0]).info.status == "KILLED"
     assert ctx.client.get_run(orphan).info.status == "KILLED"
     assert ctx.client.get_run(recorded).info.status == "KILLED"  # its store row was PENDING: closed as before
     assert ctx.client.get_run(other).info.status == "RUNNING"  # another sweep's run is not this finalize's
