@@ -191,17 +191,17 @@ def open_trial(ctx: SweepContext, cell: CellPlan, trial_id: str, phase: Phase, s
     The row is committed before a sweep's trial run is created, so no MLflow trial run is ever unknown to the store:
     a driver killed in between leaves a row with no run id, which `finalize` links to its run by trial id.
     """
-    seed = spec.train.seed
-    if ctx.kind is Kind.RUN:
+    seed, one_run = spec.train.seed, ctx.kind is Kind.RUN  # a run's trial logs into the launch's own run
+    if one_run:
         ctx.client.set_tag(ctx.sweep_run_id, "amctl.tune_trial_id", trial_id)
     with ctx.store.session() as s:
         row = Trial(cell_id=ctx.cell_ids[cell.key], trial_key=trial_id, phase=phase, seed=seed, config=spec.normalised(),
-                    config_hash=spec.config_hash(), mlflow_run_id=ctx.sweep_run_id if ctx.kind is Kind.RUN else None)
+                    config_hash=spec.config_hash(), mlflow_run_id=ctx.sweep_run_id if one_run else None)
         s.add(row)
         ctx.store.set_status(s, row, Status.PENDING)
         s.commit()
-        if ctx.kind is Kind.RUN:
-            return ctx.sweep_run_id
+        if one_run:
+            return row.mlflow_run_id
         tags = {"amctl.kind": "trial", "amctl.sweep": ctx.sweep, "amctl.cell": cell.key, "amctl.phase": phase.value,
                 "amctl.tune_trial_id": trial_id, "mechanism": cell.mechanism, "task": cell.task, "seed": str(seed),
                 "config_hash": spec.config_hash(), "code_version": tracking.code_version(), **variant_tags(cell)}
