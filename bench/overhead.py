@@ -132,23 +132,27 @@ def trial_speed(home: str, run_id: str, eval_every: int) -> tuple[float, float, 
     return statistics.median(after + rest), statistics.median(after) if after else math.nan, statistics.median(rest)
 
 
-def evaluation_cost(spec) -> tuple[float, float]:
-    """Seconds for one evaluation as the loop makes it (validation and test splits, in this process) and for its
-    checkpoint's save: the medians of 10 each, on the untrained model (evaluation's cost does not depend on the
-    weights).  A launch makes steps ÷ eval_every of them; the plain loop none."""
+def evaluation_cost(spec) -> tuple[float, float, float]:
+    """Seconds for one evaluation as the loop makes it along the way (the validation split), for the final one
+    (validation and test splits) and for a checkpoint's save: the medians of 10 each, in this process, on the
+    untrained model (evaluation's cost does not depend on the weights).  A launch makes steps ÷ eval_every of
+    them, the last one final; the plain loop none."""
     task = TASKS.get("copy").build(spec.task_params())
     model = build_model("lstm", spec.mechanism_params(), task, "copy")
     opt, sched = make_optimizer(model, spec.train)
-    trial, cpu, evals, saves = TrialConfig.local(spec, torch.get_num_threads()), torch.device("cpu"), [], []
+    trial, cpu, evals, finals, saves = TrialConfig.local(spec, torch.get_num_threads()), torch.device("cpu"), [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(10):
             t0 = time.perf_counter()
-            measured(trial, model, task, cpu)
+            measured(trial, model, task, cpu, test=False)
             t1 = time.perf_counter()
+            measured(trial, model, task, cpu, test=True)
+            t2 = time.perf_counter()
             save_checkpoint(Path(tmp), model, opt, sched, 0)
             evals.append(t1 - t0)
-            saves.append(time.perf_counter() - t1)
-    return statistics.median(evals), statistics.median(saves)
+            finals.append(t2 - t1)
+            saves.append(time.perf_counter() - t2)
+    return statistics.median(evals), statistics.median(finals), statistics.median(saves)
 
 
 def loop(steps: int, spec) -> float:
@@ -226,11 +230,12 @@ def main() -> None:
         finally:
             amctl(warm_home, "cluster", "down")
     report(args, spec, threads, rounds, first)
-    one, save = evaluation_cost(spec)
+    one, final, save = evaluation_cost(spec)
     count = args.steps // spec.train.eval_every
     print(f"evaluations: {count} in a launch at the default cadence (every {spec.train.eval_every} steps); one takes "
-          f"{one * 1000:.0f} ms in-process and its checkpoint's save {save * 1000:.1f} ms: about {count * (one + save):.1f} s "
-          "of each launch (their reports to Tune's driver come on top)")
+          f"{one * 1000:.0f} ms in-process (validation split; the final one, with the test split, {final * 1000:.0f} ms) "
+          f"and its checkpoint's save {save * 1000:.1f} ms: about {(count - 1) * one + final + count * save:.1f} s of each "
+          "launch (their reports to Tune's driver come on top)")
     for h in (home, warm_home):
         shutil.rmtree(h, ignore_errors=True)
 

@@ -33,8 +33,9 @@ class Strict(Exact):
     model_config = ConfigDict(extra="forbid")
 
 
-PERIODS = ("warmup_steps", "eval_every", "log_every")
-ADDED_LATER = {"compile": False}  # train fields newer than stored runs: part of a run's identity only when set
+PERIODS = ("warmup_steps", "eval_every", "test_every", "log_every")
+# train fields newer than stored runs: part of a run's identity only when set
+ADDED_LATER = {"compile": False, "test_every": None}
 
 
 class TrainSpec(Strict):
@@ -47,6 +48,9 @@ class TrainSpec(Strict):
     warmup_steps: int = Field(0, ge=0)
     grad_clip: float = Field(1.0, ge=0, description="max global grad norm; 0 disables")
     eval_every: int = Field(200, ge=1)
+    test_every: int | None = Field(None, ge=1, description="steps between measurements of the test split, a multiple "
+                                   "of eval_every; unset: the final evaluation alone measures it (nothing before reads it, "
+                                   "and with long generalisation lengths it costs many times the validation split)")
     eval_batches: int = Field(4, ge=1, le=1000)
     log_every: int = Field(50, ge=1)
     seed: int = Field(0, ge=0, le=2**31 - 1)
@@ -59,7 +63,14 @@ class TrainSpec(Strict):
     def _divisible(self):
         if self.batch_size % self.workers:
             raise ValueError(f"batch_size ({self.batch_size}) must be divisible by workers ({self.workers})")
+        if self.test_every is not None and self.test_every % self.eval_every:
+            raise ValueError(f"test_every ({self.test_every}) must be a multiple of eval_every ({self.eval_every}): "
+                             f"the test split is measured at evaluations")
         return self
+
+    def measures_test(self, step: int) -> bool:
+        """Whether the evaluation after `step` steps measures the test split besides the validation one."""
+        return step == self.steps or (self.test_every is not None and step % self.test_every == 0)
 
     def period_problems(self) -> list[str]:
         """Warmup, evaluation or logging periods set longer than the run (a default one may be: it ends with the run).
@@ -68,8 +79,8 @@ class TrainSpec(Strict):
         before the rule still load (the report reads them back through this model).
         """
         return [f"train.{name}: {value} is longer than the run (train.steps: {self.steps}); use at most {self.steps}"
-                for name in PERIODS if name in self.model_fields_set
-                and self.steps < (value := getattr(self, name)) != type(self).model_fields[name].default]
+                for name in PERIODS if name in self.model_fields_set and (value := getattr(self, name)) is not None
+                and self.steps < value != type(self).model_fields[name].default]
 
 
 class Component(Strict):

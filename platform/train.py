@@ -126,10 +126,11 @@ def dump_introspection(model: nn.Module, task: Task, spec: RunSpec, device: torc
     return dumps.write(traces, out, f"{spec.mechanism.name} on {spec.task.name}", heatmaps)
 
 
-def measured(trial: TrialConfig, model: nn.Module, task: Task, device: torch.device) -> dict[str, float]:
-    """An evaluation's metrics (validation, test, size) and the signed objective that search minimises."""
+def measured(trial: TrialConfig, model: nn.Module, task: Task, device: torch.device, test: bool = True) -> dict[str, float]:
+    """An evaluation's metrics (validation, with `test` the test split too, size) and the signed objective that
+    search minimises."""
     spec = trial.spec
-    found = {**evaluate(model, task, spec, "val", device), **evaluate(model, task, spec, "test", device),
+    found = {**evaluate(model, task, spec, "val", device), **(evaluate(model, task, spec, "test", device) if test else {}),
              PARAMS_COUNT: count_params(model), STATE_SIZE: model.core.state_size()}
     return found | {OBJECTIVE: trial.objective_sign * found[trial.objective_key]}
 
@@ -216,7 +217,7 @@ def _train(trial: TrialConfig, session: LocalSession | TrainSession, box: Outbox
             if is_eval:
                 evals += 1
                 if rank == 0:
-                    latest = measured(trial, model, task, device)
+                    latest = measured(trial, model, task, device, test=t.measures_test(done))
                     checkpoint = save_checkpoint(Path(tempfile.mkdtemp(prefix="amctl-ckpt-", dir=scratch)), model, opt,
                                                  sched, done)
             if is_eval:  # val/test metrics only at the step they were measured: curves hold evaluations, not repeats

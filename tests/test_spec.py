@@ -55,6 +55,11 @@ def test_cross_field_rules():
     assert p == ["mechanism: heads (4) must divide d_model (30)"]
     p = problems({**GOOD, "train": {"batch_size": 33, "workers": 2}})
     assert p == ["train: batch_size (33) must be divisible by workers (2)"]
+    p = problems({**GOOD, "train": {"eval_every": 200, "test_every": 300}})
+    assert p == ["train: test_every (300) must be a multiple of eval_every (200): the test split is measured at evaluations"]
+    p = problems({**GOOD, "train": {"steps": 100, "eval_every": 50, "test_every": 150}})
+    assert p == ["train.test_every: 150 is longer than the run (train.steps: 100); use at most 100"]
+    assert validate_run({**GOOD, "train": {"test_every": None}}).train.test_every is None
 
 
 def test_missing_sections_are_named():

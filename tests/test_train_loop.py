@@ -72,6 +72,20 @@ def test_eval_reports_metrics_per_generalisation_group():
     assert last["test/bit_errors"] == pytest.approx((last["test/bit_errors/len_4"] + last["test/bit_errors/len_8"]) / 2)
 
 
+def test_the_test_split_is_measured_at_the_final_evaluation_unless_test_every_asks_for_more():
+    default, every = LocalSession(), LocalSession()
+    train_loop(TrialConfig.local(spec()), default)
+    train_loop(TrialConfig.local(spec(test_every=40)), every)
+    evaluated = lambda s: {r["step"]: "test/bit_errors" in r for r in s.reports if "val/bit_errors" in r}  # noqa: E731
+    assert evaluated(default) == {20: False, 40: False, 60: True}
+    assert evaluated(every) == {20: False, 40: True, 60: True}
+    # measuring the test split along the way changes nothing else: same curve, same final scores
+    assert curve(default) == curve(every)
+    assert default.reports[-1] == {**every.reports[-1], "train/steps_per_s": default.reports[-1]["train/steps_per_s"]}
+    # a run's identity is unchanged by the new field at its default, and changed by it when set
+    assert "test_every" not in spec().normalised()["train"] and spec(test_every=40).normalised()["train"]["test_every"] == 40
+
+
 def test_divergence_is_a_clear_error():
     s = LocalSession()
     with pytest.raises(FloatingPointError, match="lower train.lr"):
