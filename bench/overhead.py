@@ -6,6 +6,8 @@ range over rounds (this machine's speed drifts by more than the differences meas
 taken an hour apart would mix that drift in):
   plain    the bare loop: same model, data, optimizer, batch size and threads; no eval, no logging
   process  the same bare loop as a whole `python` process (interpreter, torch import, model, loop)
+  ray-task the same bare loop as one Ray task holding every CPU, in a fresh process with its own `ray.init`
+           (what running in a Ray worker costs training, apart from amctl's loop, Tune and MLflow)
   loop     amctl's training loop in-process (evaluation, checkpoints), no Ray, no MLflow
   launch   `amctl launch run` as a user types it: process start, embedded Ray, Tune, MLflow, store, dumps
            (and how many cores its trial's process and all others used while the trial ran)
@@ -47,7 +49,7 @@ from amlab.workloads.tasks.base import generator
 
 WINDOW = 50  # the loop's default log_every: one steps/s value per window
 EVAL_EVERY = validate_run({"mechanism": {"name": "lstm"}, "task": {"name": "copy"}}).train.eval_every  # the default
-NAMES = ("process", "loop-once", "loop", "launch-once", "launch")  # the plain loop always runs: the baseline
+NAMES = ("process", "ray-task", "loop-once", "loop", "launch-once", "launch")  # the plain loop always runs: the baseline
 
 
 def plain(steps: int, spec, windows: list[float] | None = None) -> float:
@@ -70,17 +72,44 @@ def plain(steps: int, spec, windows: list[float] | None = None) -> float:
     return time.perf_counter() - t0
 
 
-def process(steps: int, windows: list[float]) -> float:
+def counted(steps: int, threads: int) -> str:
+    """The plain loop at `threads` threads, as JSON: its 50-step windows and the CPU seconds this process used
+    while it ran (every thread: torch's, and a Ray worker's own)."""
+    import resource
+
+    torch.set_num_threads(threads)
+    windows, before = [], resource.getrusage(resource.RUSAGE_SELF)
+    plain(steps, validate_run({"mechanism": {"name": "lstm"}, "task": {"name": "copy"}}), windows)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return json.dumps({"windows": windows, "cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime})
+
+
+def process(steps: int, r: Round) -> float:
     """The plain loop as its own process: what `python train.py` costs a user, start to exit (its 50-step windows
-    too: a fresh process, as the launch's trial is, unlike the loop in this long-lived one)."""
-    code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import torch, overhead; "
-            f"torch.set_num_threads({os.cpu_count() or 1}); from amlab.platform.spec import validate_run; w = []; "
-            f"overhead.plain({steps}, validate_run({{'mechanism': {{'name': 'lstm'}}, 'task': {{'name': 'copy'}}}}), w); "
-            "print(json.dumps(w))")
+    and CPU seconds too: a fresh process, as the launch's trial is, unlike the loop in this long-lived one)."""
+    return _child(f"print(overhead.counted({steps}, {os.cpu_count() or 1}))", r, "process")
+
+
+def ray_task(steps: int, r: Round) -> float:
+    """The same plain loop as one Ray task holding every CPU (as `launch run`'s trial does), in a fresh process:
+    `ray.init`, the task, `ray.shutdown`.  Against `process`, it separates what running in a Ray worker costs
+    training from what amctl's loop, Tune and MLflow add."""
+    cpus = os.cpu_count() or 1
+    return _child("import ray; from amlab.platform.ray_runtime import local_only; local_only(); "
+                  "ray.init(address='local', include_dashboard=False, logging_level='ERROR'); "
+                  f"print(ray.get(ray.remote(num_cpus={cpus})(overhead.counted).remote({steps}, {cpus}))); "
+                  "ray.shutdown()", r, "ray task")
+
+
+def _child(code: str, r: Round, what: str) -> float:
+    here = str(Path(__file__).parent)
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {here!r}); import overhead; {code}"],
+                          check=True, capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONPATH": here})
     elapsed = time.perf_counter() - t0
-    windows.extend(json.loads(done.stdout.splitlines()[-1]))
+    out = json.loads(done.stdout.splitlines()[-1])
+    r.windows[what], r.cpu[what] = out["windows"], out["cpu"]
     return elapsed
 
 
@@ -209,7 +238,8 @@ def main() -> None:
     home, warm_home = tempfile.mkdtemp(prefix="amctl-bench-"), tempfile.mkdtemp(prefix="amctl-bench-")
     first = launch(home, 50, [])  # creates the stores (MLflow's schema migrations): a once-per-home cost
     measures = {
-        "process": ("plain PyTorch loop, whole process", lambda r: process(args.steps, r.process_windows)),
+        "process": ("plain PyTorch loop, whole process", lambda r: process(args.steps, r)),
+        "ray-task": ("plain PyTorch loop as a Ray task", lambda r: ray_task(args.steps, r)),
         "loop-once": ("amctl loop, in-process, eval once", lambda r: loop(args.steps, once)),
         "loop": ("amctl loop, in-process, default eval", lambda r: loop(args.steps, spec)),
         "launch-once": ("amctl launch run, eval once",
@@ -246,7 +276,8 @@ class Round:
     def __init__(self):
         self.times: dict[str, float] = {}
         self.plain_windows: list[float] = []
-        self.process_windows: list[float] = []  # the plain loop's windows in its own process, when the round has one
+        self.windows: dict[str, list[float]] = {}  # the plain loop's windows in its own process, in a Ray task
+        self.cpu: dict[str, float] = {}  # and its CPU seconds there
         self.speeds: list[tuple[float, float, float]] = []  # the round's launch trial: all, after an evaluation, other
         self.shares: list[tuple[float, float]] = []  # cores of the launch's trial process and of all others
 
@@ -281,12 +312,18 @@ def report(args, spec, threads: int, rounds: list[Round], first: float) -> None:
             print(f"{label} ÷ plain process: {spread(paired)}")
     plain_speeds = [statistics.median(r.plain_windows) for r in rounds]
     print(f"plain loop speed by round: {', '.join(f'{s:.0f}' for s in plain_speeds)} steps/s (this machine's drift)")
+    tasked = [r for r in rounds if {"process", "ray task"} <= r.cpu.keys()]
+    if tasked:
+        speed = [statistics.median(r.windows["ray task"]) / statistics.median(r.windows["process"]) for r in tasked]
+        cpu = [r.cpu["ray task"] / r.cpu["process"] for r in tasked]
+        print(f"the plain loop as a Ray task: {spread(speed)}× the plain process's speed (median {WINDOW}-step windows), "
+              f"{spread(cpu)}× its CPU seconds for the same steps")
     for what, label in (("launch", "amctl launch run, default eval"), ("warm launch", "amctl launch run, served warm")):
         mine = [(r, r.speeds[0]) for r in rounds if label in r.times and r.speeds]
         if not mine:
             continue
         for base, windows in (("plain loop in this process", lambda r: r.plain_windows),
-                              ("plain loop's own process", lambda r: r.process_windows)):
+                              ("plain loop's own process", lambda r: r.windows.get("process"))):
             if not all(windows(r) for r, _ in mine):
                 continue
             each = [tuple(v / statistics.median(windows(r)) for v in speeds) for r, speeds in mine]
