@@ -87,7 +87,7 @@ def counted(steps: int, threads: int) -> str:
 def process(steps: int, r: Round) -> float:
     """The plain loop as its own process: what `python train.py` costs a user, start to exit (its 50-step windows
     and CPU seconds too: a fresh process, as the launch's trial is, unlike the loop in this long-lived one)."""
-    return _child(f"print(overhead.counted({steps}, {os.cpu_count() or 1}))", r, "process")
+    return _child(f"print(overhead.counted({steps}, {os.cpu_count() or 1}))", steps, r, "process")
 
 
 def ray_task(steps: int, r: Round) -> float:
@@ -98,10 +98,10 @@ def ray_task(steps: int, r: Round) -> float:
     return _child("import ray; from amlab.platform.ray_runtime import local_only; local_only(); "
                   "ray.init(address='local', include_dashboard=False, logging_level='ERROR'); "
                   f"print(ray.get(ray.remote(num_cpus={cpus})(overhead.counted).remote({steps}, {cpus}))); "
-                  "ray.shutdown()", r, "ray task")
+                  "ray.shutdown()", steps, r, "ray task")
 
 
-def _child(code: str, r: Round, what: str) -> float:
+def _child(code: str, steps: int, r: Round, what: str) -> float:
     here = str(Path(__file__).parent)
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {here!r}); import overhead; {code}"],
@@ -109,6 +109,8 @@ def _child(code: str, r: Round, what: str) -> float:
                           env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONPATH": here})
     elapsed = time.perf_counter() - t0
     out = json.loads(done.stdout.splitlines()[-1])
+    if len(out["windows"]) != (steps - 1) // WINDOW:  # a window closes at every 50th step after the first
+        sys.exit(f"the {what} did not train {steps} steps: {len(out['windows'])} windows")
     r.windows[what], r.cpu[what] = out["windows"], out["cpu"]
     return elapsed
 
