@@ -46,6 +46,8 @@ def test_cli_run_is_tracked_in_mlflow_and_the_store(ray_local, settings):
     assert [m.step for m in losses] == [10, 20, 30, 40]
     # evaluations are logged where they were measured (eval_every=20), never repeated at the steps between
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/bit_errors")] == [20, 40]
+    # the test split at the final evaluation alone (train.test_every unset)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "test/bit_errors/len_8")] == [40]
     assert {"val/bit_errors", "test/bit_errors", "test/bit_errors/len_8"} <= set(run.data.metrics)
     arts = artifact_paths(client, run.info.run_id)
     assert {"spec.yaml", "checkpoint/state.pt", "dumps/traces.npz", "dumps/forget_gate.png"} <= arts
