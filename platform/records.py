@@ -20,7 +20,7 @@ from amlab.platform import lease, studies, tracking
 from amlab.platform.errors import SpecChanged
 from amlab.platform.launch import Launch
 from amlab.platform.settings import Settings
-from amlab.platform.spec import RunSpec, dotted
+from amlab.platform.spec import RunSpec, config_hash, dotted
 from amlab.platform.status import (
     OBJECTIVE,
     PARAMS_COUNT,
@@ -192,11 +192,13 @@ def open_trial(ctx: SweepContext, cell: CellPlan, trial_id: str, phase: Phase, s
     a driver killed in between leaves a row with no run id, which `finalize` links to its run by trial id.
     """
     seed, one_run = spec.train.seed, ctx.kind is Kind.RUN  # a run's trial logs into the launch's own run
+    normalised = spec.normalised()
+    digest = config_hash(normalised)
     if one_run:
         ctx.client.set_tag(ctx.sweep_run_id, "amctl.tune_trial_id", trial_id)
     with ctx.store.session() as s:
-        row = Trial(cell_id=ctx.cell_ids[cell.key], trial_key=trial_id, phase=phase, seed=seed, config=spec.normalised(),
-                    config_hash=spec.config_hash(), mlflow_run_id=ctx.sweep_run_id if one_run else None)
+        row = Trial(cell_id=ctx.cell_ids[cell.key], trial_key=trial_id, phase=phase, seed=seed, config=normalised,
+                    config_hash=digest, mlflow_run_id=ctx.sweep_run_id if one_run else None)
         s.add(row)
         ctx.store.set_status(s, row, Status.PENDING)
         s.commit()
@@ -204,9 +206,9 @@ def open_trial(ctx: SweepContext, cell: CellPlan, trial_id: str, phase: Phase, s
             return row.mlflow_run_id
         tags = {"amctl.kind": "trial", "amctl.sweep": ctx.sweep, "amctl.cell": cell.key, "amctl.phase": phase.value,
                 "amctl.tune_trial_id": trial_id, "mechanism": cell.mechanism, "task": cell.task, "seed": str(seed),
-                "config_hash": spec.config_hash(), "code_version": tracking.code_version(), **variant_tags(cell)}
+                "config_hash": digest, "code_version": tracking.code_version(), **variant_tags(cell)}
         row.mlflow_run_id = tracking.start_run(ctx.client, ctx.experiment_id, f"{cell.key}/{phase.value}-s{seed}-{trial_id[-5:]}",
-                                               spec.normalised(), tags, parent=ctx.cell_runs[cell.key])
+                                               normalised, tags, parent=ctx.cell_runs[cell.key])
         s.commit()
         return row.mlflow_run_id
 
