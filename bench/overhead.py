@@ -10,7 +10,7 @@ taken an hour apart would mix that drift in):
            (what running in a Ray worker costs training, apart from amctl's loop, Tune and MLflow)
   loop     amctl's training loop in-process (evaluation, checkpoints), no Ray, no MLflow
   launch   `amctl launch run` as a user types it: process start, embedded Ray, Tune, MLflow, store, dumps
-           (and how many cores its trial's process and all others used while the trial ran)
+           (and how many cores its trial's process, amctl's driver, Ray's own processes and the rest used while it trained)
   warm     (--warm) the same launch served by a warm local cluster's resident driver (`amctl cluster up`)
 The launch command is timed with evaluation at the default cadence and with a single final evaluation.
 `--only` times a subset beside the plain loop (a 2-minute run: `--steps 34000 --repeats 2 --only process,launch`).
@@ -116,14 +116,24 @@ def _child(code: str, steps: int, r: Round, what: str) -> float:
 
 
 class CpuShare(threading.Thread):
-    """Every process's CPU time, sampled every second while a launch runs: `cores()` is how many cores the
-    trial's process and all the others (Ray's daemons, the driver, the rest of the machine) used while the
-    trial's process was alive."""
+    """Every process's CPU time, sampled every second while a launch runs: `cores()` is how many cores each kind
+    of process (KINDS) used while the trial's process was alive."""
+
+    KINDS = ("trial", "driver", "ray", "rest")  # the trial's process; amctl's (the command, or the resident that
+    # served it); Ray's own (raylet, GCS, agents, idle workers); the rest of the machine (this benchmark included)
 
     def __init__(self):
         super().__init__(daemon=True)
-        self.samples: list[tuple[float, dict[int, tuple[bool, float]]]] = []
+        self.samples: list[tuple[float, dict[int, tuple[str, float]]]] = []
         self.done = threading.Event()
+
+    @staticmethod
+    def kind(cmdline: str) -> str:
+        if cmdline.startswith("ray::ImplicitFunc"):
+            return "trial"
+        if "amctl.py" in cmdline or "amlab.platform.resident" in cmdline:
+            return "driver"
+        return "ray" if cmdline.startswith("ray::") or "/site-packages/ray/" in cmdline else "rest"
 
     def run(self) -> None:
         while not self.done.wait(1.0):
@@ -131,21 +141,20 @@ class CpuShare(threading.Thread):
             for p in psutil.process_iter(["cmdline", "cpu_times"]):
                 try:
                     cpu = p.info["cpu_times"]
-                    seen[p.pid] = (" ".join(p.info["cmdline"] or []).startswith("ray::ImplicitFunc"), cpu.user + cpu.system)
+                    seen[p.pid] = (self.kind(" ".join(p.info["cmdline"] or [])), cpu.user + cpu.system)
                 except (psutil.Error, TypeError, AttributeError):
                     continue
             self.samples.append((now, seen))
 
-    def cores(self) -> tuple[float, float]:
+    def cores(self) -> dict[str, float]:
         self.done.set()
         self.join()
-        live = [(t, seen) for t, seen in self.samples if any(trial for trial, _ in seen.values())]
+        live = [(t, seen) for t, seen in self.samples if any(kind == "trial" for kind, _ in seen.values())]
         if len(live) < 2:
             sys.exit("no trial process was seen training: nothing to split")
         (t0, a), (t1, b) = live[0], live[-1]
-        used = {pid: (b[pid][0], b[pid][1] - a[pid][1]) for pid in a.keys() & b.keys()}
-        trial = sum(cpu for is_trial, cpu in used.values() if is_trial)
-        return trial / (t1 - t0), sum(cpu for is_trial, cpu in used.values() if not is_trial) / (t1 - t0)
+        used = [(b[pid][0], b[pid][1] - a[pid][1]) for pid in a.keys() & b.keys()]
+        return {kind: sum(cpu for k, cpu in used if k == kind) / (t1 - t0) for kind in self.KINDS}
 
 
 def trial_speed(home: str, run_id: str, eval_every: int) -> tuple[float, float, float]:
@@ -197,7 +206,7 @@ def amctl(home: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def launch(home: str, steps: int, extra: list[str], speeds: list[tuple[float, float, float]] | None = None, warm: bool = False,
-           shares: list[tuple[float, float]] | None = None) -> float:
+           shares: list[dict[str, float]] | None = None) -> float:
     before, share = startup.served_launches(home), CpuShare() if shares is not None else None
     if share:
         share.start()
@@ -281,7 +290,7 @@ class Round:
         self.windows: dict[str, list[float]] = {}  # the plain loop's windows in its own process, in a Ray task
         self.cpu: dict[str, float] = {}  # and its CPU seconds there
         self.speeds: list[tuple[float, float, float]] = []  # the round's launch trial: all, after an evaluation, other
-        self.shares: list[tuple[float, float]] = []  # cores of the launch's trial process and of all others
+        self.shares: list[dict[str, float]] = []  # cores of the launch's processes by kind (CpuShare.KINDS)
 
     @classmethod
     def run(cls, spec, steps: int, measures: dict) -> Round:
@@ -335,8 +344,9 @@ def report(args, spec, threads: int, rounds: list[Round], first: float) -> None:
             print(f"  windows right after an evaluation {after}×, all others {rest}×")
         shares = [s for r, _ in mine for s in r.shares]
         if shares:
-            trial, rest = (statistics.median(x) for x in zip(*shares, strict=True))
-            print(f"  while its trial ran: {trial:.2f} cores in the trial's process, {rest:.2f} in all others")
+            trial, driver, ray, rest = (statistics.median(s[k] for s in shares) for k in CpuShare.KINDS)
+            print(f"  while its trial ran: {trial:.3f} cores in the trial's process; in the others {driver:.3f} in amctl's "
+                  f"driver, {ray:.3f} in Ray's own processes, {rest:.3f} in the rest of the machine (this benchmark's too)")
 
 
 if __name__ == "__main__":

@@ -199,7 +199,7 @@ class LiveLaunch:
             cell = launch.cells[0]
             self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                console=console, disable=quiet)
+                                console=console, disable=quiet, refresh_per_second=2)
             self.task = self.bar.add_task(f"{cell.mechanism} × {cell.task}", total=cell.base["train"]["steps"],
                                           info="starting Ray")
 
