@@ -197,6 +197,8 @@ def main() -> None:
           f"(status {result['status']}; the amctl process used {cpu:.1f} CPU s)")
     print(f"  its trials' training steps ran at {pool_trained / trained:.2f}× the pool tasks' speed; training s sums every "
           f"trial's steps (evaluations excluded), the rest is the wall time less training s ÷ {slots} slots")
+    print(f"  ceiling here: {sequential / (pool_trained / slots):.2f}× sequential, for any {slots}-slot schedule of these trials "
+          "at the speed the pool's tasks trained side by side (no start-up, no slot ever idle)")
     if args.against:
         label = f"  the same with {args.against} ({startup.commit(args.against)})"
         print(f"{label:52s} {before:8.1f} {sequential / before:9.2f}")
