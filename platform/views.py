@@ -197,6 +197,7 @@ class LiveLaunch:
         self.live = None
         if kind == "run":
             cell = launch.cells[0]
+            # redrawn twice a second, as the sweep's table: its values change at reports, every 2 s at most
             self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                                 console=console, disable=quiet, refresh_per_second=2)
