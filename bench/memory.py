@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 import psutil
+import startup  # bench/startup.py: a child process's own environment
 import sweep  # bench/sweep.py: the same benchmark sweep and its check
 import yaml
 
@@ -107,7 +107,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1500)
     args = ap.parse_args()
     spec = sweep.bench_spec(args.trials, args.steps, 64)
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env = startup.own_env()
     with tempfile.TemporaryDirectory(prefix="amctl-bench-") as home:
         path = Path(home) / "sweep.yaml"
         path.write_text(yaml.safe_dump(spec))

@@ -106,7 +106,7 @@ def _child(code: str, steps: int, r: Round, what: str) -> float:
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {here!r}); import overhead; {code}"],
                           check=True, capture_output=True, text=True,
-                          env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONPATH": here})
+                          env=startup.own_env({"PYTHONPATH": here}))
     elapsed = time.perf_counter() - t0
     out = json.loads(done.stdout.splitlines()[-1])
     if len(out["windows"]) != (steps - 1) // WINDOW:  # a window closes at every 50th step after the first

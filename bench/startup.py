@@ -51,11 +51,15 @@ def commit(path: Path) -> str:
     return subprocess.run(["git", "-C", str(path), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 
 
+def own_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment for a benchmark's child process, with no cluster and no store to join but what it makes
+    itself (amctl's own in the AMCTL_HOME given in `extra`), whatever the shell it runs in points at."""
+    return {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")} | (extra or {})
+
+
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess]:
     t0 = time.perf_counter()
-    # no cluster and no stores but amctl's own in the given home
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")} | (env or {})
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    done = subprocess.run(cmd, env=own_env(env), capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
     if done.returncode != 0:
         sys.exit(f"{' '.join(cmd[:4])}... failed:\n{done.stderr[-3000:]}")

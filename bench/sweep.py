@@ -78,7 +78,7 @@ def pool(configs: list[dict], stages: int = 1) -> tuple[float, float]:
             "print(sum(sum(ray.get([f.remote(c) for c in part])) for part in parts)); ray.shutdown()")
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", code], input=json.dumps(configs), capture_output=True, text=True,
-                          env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONPATH": here})
+                          env=startup.own_env({"PYTHONPATH": here}))
     if done.returncode != 0:
         sys.exit(f"the Ray pool failed:\n{done.stderr[-3000:]}")
     return time.perf_counter() - t0, float(done.stdout.split()[-1])
@@ -123,7 +123,7 @@ def launch(spec: dict, trials: int, steps: int, warm: bool,
     driver takes from the trials); `warm`: served by that home's warm local cluster (`amctl cluster up` first,
     untimed, and checked in its driver's log to have served the sweep)."""
     with tempfile.TemporaryDirectory(prefix="amctl-bench-") as home:
-        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"AMCTL_HOME": home}
+        env = startup.own_env({"AMCTL_HOME": home})
         path = Path(home) / "sweep.yaml"
         path.write_text(yaml.safe_dump(spec))
         if warm:

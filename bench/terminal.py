@@ -28,8 +28,7 @@ def launch(steps: int, terminal: bool) -> dict[str, float]:
     """One launch in a fresh home, its cores by kind (CpuShare.KINDS) while its trial ran, refused unless it
     trained every step (and, in a terminal, drew something)."""
     with tempfile.TemporaryDirectory(prefix="amctl-bench-") as home:
-        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")} | {
-            "AMCTL_HOME": home, "TERM": "xterm-256color", "COLUMNS": "120"}
+        env = startup.own_env({"AMCTL_HOME": home, "TERM": "xterm-256color", "COLUMNS": "120"})
         cmd = [*startup.AMCTL, "launch", "run", "-m", "lstm", "-t", "copy", "--set", f"train.steps={steps}",
                *([] if terminal else ["--json"])]
         share, drawn = CpuShare(), [0]
