@@ -112,7 +112,7 @@ def main() -> None:
         path = Path(home) / "sweep.yaml"
         path.write_text(yaml.safe_dump(spec))
         amctl, out, amctl_split = peak_pss([*AMCTL, "launch", "sweep", str(path), "--json"], env | {"AMCTL_HOME": home})
-        configs = sweep.trained_configs(home, args.trials, args.steps)
+        configs, _ = sweep.trained_configs(home, args.trials, args.steps)  # and their training seconds
         concurrency = json.loads(out)["concurrency"]
         tune, _, tune_split = peak_pss([sys.executable, "-c", BARE_TUNE, str(Path(home) / "bare")],
                                        env | {"PYTHONPATH": str(HERE)}, json.dumps(configs))
