@@ -52,13 +52,17 @@ EVAL_EVERY = validate_run({"mechanism": {"name": "lstm"}, "task": {"name": "copy
 NAMES = ("process", "ray-task", "loop-once", "loop", "launch-once", "launch")  # the plain loop always runs: the baseline
 
 
-def plain(steps: int, spec, windows: list[float] | None = None) -> float:
+def plain(steps: int, spec, windows: list[float] | None = None, ends: list[float] | None = None) -> float:
+    """The bare loop; `windows` gets each 50-step window's steps/s, `ends` the wall-clock time (time.time()) each
+    window starts and ends at (one more than the windows: bench/alternate.py matches them to its turns)."""
     task = TASKS.get("copy").build(spec.task_params())
     torch.manual_seed(0)
     model = build_model("lstm", spec.mechanism_params(), task, "copy")
     opt = torch.optim.Adam(model.parameters(), lr=spec.train.lr)
     t0 = tick = time.perf_counter()
     for step in range(steps):
+        if ends is not None and step % WINDOW == 0:
+            ends.append(time.time())
         if windows is not None and step and step % WINDOW == 0:
             windows.append(WINDOW / (time.perf_counter() - tick))
             tick = time.perf_counter()
