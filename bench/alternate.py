@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -185,8 +186,11 @@ def launch_round(steps: int, period: float, warm: bool) -> dict[str, float]:
     history = MlflowClient(f"sqlite:///{home}/mlflow.db").get_metric_history(done["mlflow_run_id"], "train/steps_per_s")
     trial = [m.value for m in history if turns.inside("launch", m.timestamp / 1000 - WINDOW / m.value, m.timestamp / 1000)]
     base = plain_windows(turns, "plain", plain, steps)
+    shutil.rmtree(home, ignore_errors=True)
     enough(trial, base)
     c = turns.cores
+    if not c["seconds"]:
+        sys.exit("no turn of the launch was measured whole while its trial trained: train more steps")
     return {"time": turns.active["launch"] / turns.active["plain"], "launch s": turns.active["launch"],
             "plain s": turns.active["plain"], "speed": statistics.median(trial) / statistics.median(base),
             **{f"{kind} cores": c[kind] / c["seconds"] for kind in (*KINDS, "rest")}}
