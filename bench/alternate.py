@@ -36,7 +36,7 @@ from pathlib import Path
 
 import psutil
 import startup  # bench/startup.py: how it runs amctl
-from overhead import WINDOW, CpuShare, spread
+from overhead import WINDOW, CpuShare, logged_windows, spread
 
 KINDS = ("trial", "driver", "ray")  # of the launch's processes: its trial's, amctl's (the command or the resident), Ray's
 MARGIN = 0.3  # seconds into a turn before a window counts: the first after a continue pays for cold caches
@@ -161,8 +161,7 @@ def launch_round(steps: int, period: float, warm: bool) -> dict[str, float]:
         since = time.time() - 1
         startup.timed([*startup.AMCTL, "cluster", "up"], {"AMCTL_HOME": home})
         cluster = [p.pid for p in psutil.process_iter(["create_time"]) if p.info["create_time"] >= since and p.pid != os.getpid()]
-    launch = subprocess.Popen([*startup.AMCTL, "launch", "run", "-m", "lstm", "-t", "copy", "--set", f"train.steps={steps}",
-                               "--fresh", "--json"], env=startup.own_env({"AMCTL_HOME": home}),
+    launch = subprocess.Popen(startup.run_cmd(steps, "--fresh", "--json"), env=startup.own_env({"AMCTL_HOME": home}),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     os.kill(launch.pid, signal.SIGSTOP)  # neither starts before the turns do
     plain = plain_process(steps)
@@ -176,15 +175,9 @@ def launch_round(steps: int, period: float, warm: bool) -> dict[str, float]:
     out, err = launch.communicate()
     if launch.returncode:
         sys.exit(f"amctl launch run failed:\n{err[-3000:]}")
-    done = json.loads(out)
-    if done["reused"] or done["metrics"].get("step") != steps:  # a launch that trained nothing proves nothing
-        sys.exit(f"amctl launch run did not train {steps} steps: {done}")
-    if (startup.served_launches(home) > 0) != warm:
-        sys.exit(f"the launch was {'not ' * warm}served by a warm local cluster's resident driver")
-    from mlflow.tracking import MlflowClient
-
-    history = MlflowClient(f"sqlite:///{home}/mlflow.db").get_metric_history(done["mlflow_run_id"], "train/steps_per_s")
-    trial = [m.value for m in history if turns.inside("launch", m.timestamp / 1000 - WINDOW / m.value, m.timestamp / 1000)]
+    done = startup.checked(json.loads(out), steps, home, 0, warm)
+    trial = [m.value for m in logged_windows(home, done["mlflow_run_id"])
+             if turns.inside("launch", m.timestamp / 1000 - WINDOW / m.value, m.timestamp / 1000)]
     base = plain_windows(turns, "plain", plain, steps)
     shutil.rmtree(home, ignore_errors=True)
     enough(trial, base)

@@ -167,13 +167,18 @@ def trial_speed(home: str, run_id: str, eval_every: int) -> tuple[float, float, 
     evaluation's bookkeeping (checkpoint, MLflow flush, the report that waits for Tune's driver) are done, so the
     split checks that none of it leaks into training throughput; what evaluations cost shows in the launch's wall
     time (`launch` against `launch-once`)."""
-    from mlflow.tracking import MlflowClient
-
-    history = MlflowClient(f"sqlite:///{home}/mlflow.db").get_metric_history(run_id, "train/steps_per_s")
     after, rest = [], []
-    for m in history:
+    for m in logged_windows(home, run_id):
         (after if m.step > WINDOW and (m.step - WINDOW) % eval_every == 0 else rest).append(m.value)
     return statistics.median(after + rest), statistics.median(after) if after else math.nan, statistics.median(rest)
+
+
+def logged_windows(home: str, run_id: str) -> list:
+    """The `train/steps_per_s` a launch's trial logged in its home's MLflow, one per 50-step window (with its step
+    and the wall-clock time it was logged at)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{home}/mlflow.db").get_metric_history(run_id, "train/steps_per_s")
 
 
 def evaluation_cost(spec) -> tuple[float, float, float]:
@@ -215,15 +220,11 @@ def launch(home: str, steps: int, extra: list[str], speeds: list[tuple[float, fl
     if share:
         share.start()
     t0 = time.perf_counter()
-    out = amctl(home, "launch", "run", "-m", "lstm", "-t", "copy", "--set", f"train.steps={steps}", *extra, "--fresh", "--json")
+    out = amctl(home, *startup.run_cmd(steps, *extra, "--fresh", "--json", amctl=[]))
     elapsed = time.perf_counter() - t0
     if share:
         shares.append(share.cores())
-    done = json.loads(out.stdout)
-    if done["reused"] or done["metrics"].get("step") != steps:  # a launch that trained nothing proves nothing
-        sys.exit(f"amctl launch run did not train {steps} steps: {done}")
-    if (startup.served_launches(home) > before) != warm:
-        sys.exit(f"the launch was {'not ' * warm}served by a warm local cluster's resident driver")
+    done = startup.checked(json.loads(out.stdout), steps, home, before, warm)
     if speeds is not None:
         speeds.append(trial_speed(home, done["mlflow_run_id"], EVAL_EVERY))
     return elapsed

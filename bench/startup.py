@@ -72,18 +72,29 @@ def served_launches(home: str) -> int:
     return log.read_text().count("served launch run") if log.exists() else 0
 
 
-def launch(home: str, steps: int, served: bool | None = None, env: dict[str, str] | None = None,
-           amctl: list[str] = AMCTL) -> float:
-    """One launch's wall time, checked to have trained (and, with `served`, to have run in the resident or not)."""
-    cmd = [*amctl, "launch", "run", "-m", "lstm", "-t", "copy", "--set", f"train.steps={steps}",
-           "--set", f"train.eval_every={steps}", "--set", "mechanism.d_model=16", "--fresh", "--json"]
-    before = served_launches(home)
-    elapsed, done = timed(cmd, {"AMCTL_HOME": home} | ({} if served is not False else {"AMCTL_RESIDENT": "0"}) | (env or {}))
-    out = json.loads(done.stdout[done.stdout.index("{"):])
-    if out["reused"] or out["metrics"].get("step") != steps:
+def run_cmd(steps: int, *extra: str, amctl: list[str] = AMCTL) -> list[str]:
+    """`amctl launch run` of the benchmarks' lstm × copy for `steps` steps."""
+    return [*amctl, "launch", "run", "-m", "lstm", "-t", "copy", "--set", f"train.steps={steps}", *extra]
+
+
+def checked(out: dict, steps: int, home: str, before: int, served: bool | None) -> dict:
+    """A launch's `--json` output, refused unless it trained `steps` steps (and, with `served`, unless it ran in the
+    resident or not, as asked: `before` is served_launches(home) before it)."""
+    if out["reused"] or out["metrics"].get("step") != steps:  # a launch that trained nothing proves nothing
         sys.exit(f"the launch did not train {steps} steps: {out}")
     if served is not None and (served_launches(home) > before) != served:
         sys.exit(f"the launch was {'not ' * served}served by the resident driver: see {home}/local-driver.log")
+    return out
+
+
+def launch(home: str, steps: int, served: bool | None = None, env: dict[str, str] | None = None,
+           amctl: list[str] = AMCTL) -> float:
+    """One launch's wall time, checked to have trained (and, with `served`, to have run in the resident or not)."""
+    cmd = run_cmd(steps, "--set", f"train.eval_every={steps}", "--set", "mechanism.d_model=16", "--fresh", "--json",
+                  amctl=amctl)
+    before = served_launches(home)
+    elapsed, done = timed(cmd, {"AMCTL_HOME": home} | ({} if served is not False else {"AMCTL_RESIDENT": "0"}) | (env or {}))
+    checked(json.loads(done.stdout[done.stdout.index("{"):]), steps, home, before, served)
     return elapsed
 
 

@@ -29,8 +29,7 @@ def launch(steps: int, terminal: bool) -> dict[str, float]:
     trained every step (and, in a terminal, drew something)."""
     with tempfile.TemporaryDirectory(prefix="amctl-bench-") as home:
         env = startup.own_env({"AMCTL_HOME": home, "TERM": "xterm-256color", "COLUMNS": "120"})
-        cmd = [*startup.AMCTL, "launch", "run", "-m", "lstm", "-t", "copy", "--set", f"train.steps={steps}",
-               *([] if terminal else ["--json"])]
+        cmd = startup.run_cmd(steps, *([] if terminal else ["--json"]))
         share, drawn = CpuShare(), [0]
         share.start()
         if terminal:
